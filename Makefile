@@ -1,0 +1,44 @@
+# agentdb — developer commands. `make dev` and `make test` install what they need into .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 3000
+export PYTHONPATH := $(CURDIR)/layers/core:$(CURDIR)
+export PYTHONDONTWRITEBYTECODE :=
+
+.PHONY: venv dev token test lint typecheck unit build bench reconcile clean
+
+$(BIN)/.installed: requirements-dev.txt layers/core/requirements.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "agentdb needs Python 3.11 or newer (Lambda runs 3.12)"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+venv: $(BIN)/.installed
+
+dev: venv  ## run the API locally on an embedded Postgres
+	$(BIN)/python -m local.dev --port $(PORT)
+
+token: venv  ## print a JWT the local gateway accepts: make token SUB=<userId> [SCOPE=agentdb/admin]
+	@$(BIN)/python -m local.token --sub "$(SUB)" $(if $(SCOPE),--scope "$(SCOPE)")
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest -q
+
+test: lint typecheck unit  ## everything CI runs for the code
+
+bench: venv
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .aws-sam .local build
+
+include mk/build.mk

@@ -1,0 +1,1 @@
+build: ; @echo "build: not yet"
