@@ -17,7 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from pgserver._commands import POSTGRES_BIN_PATH, initdb, pg_ctl
+from pgserver import _commands
+
+POSTGRES_BIN_PATH = _commands.POSTGRES_BIN_PATH
+initdb = _commands.initdb  # type: ignore[attr-defined]  # made at import time by pgserver
+pg_ctl = _commands.pg_ctl  # type: ignore[attr-defined]
 
 _RUN_AS = "pgserver"
 

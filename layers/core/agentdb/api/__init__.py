@@ -1,0 +1,1 @@
+"""HTTP helpers shared by the handlers: the response envelope, error mapping, identity."""

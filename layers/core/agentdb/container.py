@@ -1,0 +1,98 @@
+"""Wiring: builds the store, provider, keyring and use cases from settings, lazily and once per container."""
+
+from __future__ import annotations
+
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING
+
+from agentdb.config import Settings, get_settings
+from agentdb.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agentdb.crypto import Keyring
+    from agentdb.lifecycle.service import LifecycleService
+    from agentdb.providers.base import DatabaseProvider
+    from agentdb.store import Store
+
+
+def control_plane_url(settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    if settings.database_url:
+        return settings.database_url
+    if settings.control_plane_secret_arn:
+        from agentdb.secrets import database_url_from_secret
+
+        return database_url_from_secret(settings.control_plane_secret_arn)
+    raise ConfigError("configuration: DATABASE_URL or CONTROL_PLANE_SECRET_ARN must be set")
+
+
+def postgres_admin_url(settings: Settings) -> str:
+    if settings.postgres_admin_url:
+        return settings.postgres_admin_url
+    if settings.postgres_admin_secret_arn:
+        from agentdb.secrets import database_url_from_secret
+
+        return database_url_from_secret(settings.postgres_admin_secret_arn)
+    return control_plane_url(settings)
+
+
+def neon_api_key(settings: Settings) -> str:
+    if settings.neon_api_key:
+        return settings.neon_api_key
+    if settings.neon_api_key_secret_arn:
+        from agentdb.secrets import get_secret_string
+
+        return get_secret_string(settings.neon_api_key_secret_arn)
+    raise ConfigError("configuration: NEON_API_KEY or NEON_API_KEY_SECRET_ARN must be set when DB_PROVIDER=neon")
+
+
+class Services:
+    """Everything a handler needs, built on first use. One instance per warm container."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+
+    @cached_property
+    def store(self) -> Store:
+        from agentdb.store import Database, Store
+
+        return Store(
+            Database(
+                lambda: control_plane_url(self.settings),
+                timeout=self.settings.pg_socket_timeout_seconds,
+                application_name="agentdb-control-plane",
+            )
+        )
+
+    @cached_property
+    def provider(self) -> DatabaseProvider:
+        if self.settings.db_provider == "neon":
+            from agentdb.providers.neon import NeonProvider
+
+            return NeonProvider(self.settings)
+        from agentdb.providers.postgres import PostgresProvider
+        from agentdb.store import Database
+
+        admin = Database(
+            lambda: postgres_admin_url(self.settings),
+            timeout=self.settings.pg_socket_timeout_seconds,
+            application_name="agentdb-provisioner",
+        )
+        return PostgresProvider(admin, prefix=self.settings.tenant_name_prefix)
+
+    @cached_property
+    def keyring(self) -> Keyring:
+        from agentdb.crypto import build_keyring
+
+        return build_keyring(self.settings)
+
+    @cached_property
+    def lifecycle(self) -> LifecycleService:
+        from agentdb.lifecycle.service import LifecycleService
+
+        return LifecycleService(self.store, self.provider, self.keyring, self.settings)
+
+
+@lru_cache(maxsize=1)
+def get_services() -> Services:
+    return Services()

@@ -1,0 +1,1 @@
+"""Lifecycle use cases: users, workspaces, members, and their tenant databases."""

@@ -1,0 +1,161 @@
+"""The `postgres` provider: one database plus its own login role per tenant, on a server you run.
+
+Isolation comes from the server: CONNECT on each tenant database is revoked from PUBLIC and granted
+only to that tenant's role, so no tenant role can open another tenant's database. Passwords are set
+as SCRAM-SHA-256 verifiers computed here, so the plaintext never reaches the server's logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import threading
+from typing import Any
+
+from agentdb.errors import UpstreamError, UpstreamUnavailable
+from agentdb.providers.base import ManagedDatabase, ProvisionedDatabase, Tenant
+from agentdb.store.db import Database
+
+_DUPLICATE_DATABASE = "42P04"
+_DUPLICATE_OBJECT = "42710"
+_UNDEFINED_OBJECT = "42704"
+_UNAVAILABLE_CLASSES = ("08", "53", "57")  # connection, insufficient resources, operator intervention
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def scram_sha256_verifier(password: str, *, iterations: int = 4096) -> str:
+    """The verifier Postgres stores for a SCRAM-SHA-256 password (RFC 5802 / RFC 7677)."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = base64.b64encode
+    return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored_key).decode()}:{b64(server_key).decode()}"
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    args = exc.args[0] if exc.args else None
+    return args.get("C") if isinstance(args, dict) else None
+
+
+class PostgresProvider:
+    name = "postgres"
+
+    def __init__(self, admin: Database, *, prefix: str = "agentdb-") -> None:
+        self._admin = admin
+        self._prefix = prefix
+        self._lock = threading.Lock()
+
+    # Names --------------------------------------------------------------------------------------
+    def database_name(self, tenant: Tenant) -> str:
+        return tenant.safe_identifier(self._prefix)
+
+    def role_name(self, tenant: Tenant) -> str:
+        return tenant.safe_identifier(self._prefix)
+
+    def _name_prefix(self) -> str:
+        return self._prefix.replace("-", "_")
+
+    # Interface ----------------------------------------------------------------------------------
+    def create(self, tenant: Tenant) -> ProvisionedDatabase:
+        dbname, role = self.database_name(tenant), self.role_name(tenant)
+        password = secrets.token_urlsafe(32)
+        verifier = scram_sha256_verifier(password)
+        with self._errors("create the tenant database"):
+            try:
+                self._run(
+                    f"CREATE ROLE {quote_ident(role)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
+                    f" NOBYPASSRLS PASSWORD '{verifier}'"
+                )
+            except Exception as exc:
+                if _sqlstate(exc) != _DUPLICATE_OBJECT:
+                    raise
+                # An earlier attempt made the role; its password is unknown to us, so set a new one.
+                self._run(f"ALTER ROLE {quote_ident(role)} LOGIN PASSWORD '{verifier}'")
+            try:
+                self._run(f"CREATE DATABASE {quote_ident(dbname)} OWNER {quote_ident(role)}")
+            except Exception as exc:
+                if _sqlstate(exc) != _DUPLICATE_DATABASE:
+                    raise
+            self._run(f"REVOKE ALL ON DATABASE {quote_ident(dbname)} FROM PUBLIC")
+            self._run(f"GRANT CONNECT, TEMPORARY ON DATABASE {quote_ident(dbname)} TO {quote_ident(role)}")
+            self._run(f"ALTER DATABASE {quote_ident(dbname)} ALLOW_CONNECTIONS true")
+        uri = self._admin.url.with_credentials(role, password, dbname)
+        return ProvisionedDatabase(
+            project_id=dbname, branch_id=None, database_name=dbname, role_name=role, connection_uri=uri
+        )
+
+    def delete(self, tenant: Tenant, project_id: str | None = None) -> None:
+        dbname, role = project_id or self.database_name(tenant), self.role_name(tenant)
+        with self._errors("delete the tenant database"):
+            # WITH (FORCE) terminates the tenant's sessions first (Postgres 13+).
+            self._run(f"DROP DATABASE IF EXISTS {quote_ident(dbname)} WITH (FORCE)")
+            self._run(f"DROP ROLE IF EXISTS {quote_ident(role)}")
+
+    def connection_uri(self, tenant: Tenant, project_id: str) -> str:
+        """A new URI. The server keeps only a verifier, so this sets a fresh password."""
+        role = self.role_name(tenant)
+        password = secrets.token_urlsafe(32)
+        with self._errors("reset the tenant role's password"):
+            self._run(f"ALTER ROLE {quote_ident(role)} PASSWORD '{scram_sha256_verifier(password)}'")
+        return self._admin.url.with_credentials(role, password, project_id)
+
+    def pause(self, tenant: Tenant, project_id: str) -> None:
+        role = self.role_name(tenant)
+        with self._errors("pause the tenant database"):
+            self._run(f"ALTER DATABASE {quote_ident(project_id)} ALLOW_CONNECTIONS false")
+            self._run(f"ALTER ROLE {quote_ident(role)} NOLOGIN")
+            self._run(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = :db AND pid <> pg_backend_pid()",
+                db=project_id,
+            )
+
+    def resume(self, tenant: Tenant, project_id: str) -> None:
+        role = self.role_name(tenant)
+        with self._errors("resume the tenant database"):
+            self._run(f"ALTER ROLE {quote_ident(role)} LOGIN")
+            self._run(f"ALTER DATABASE {quote_ident(project_id)} ALLOW_CONNECTIONS true")
+
+    def list_managed(self) -> list[ManagedDatabase]:
+        pattern = self._name_prefix().replace("_", r"\_") + "%"
+        with self._errors("list tenant databases"):
+            rows = self._run("SELECT datname FROM pg_database WHERE datname LIKE :p ORDER BY datname", p=pattern)
+        return [ManagedDatabase(project_id=r[0], name=r[0]) for r in rows]
+
+    def list_managed_roles(self) -> list[str]:
+        pattern = self._name_prefix().replace("_", r"\_") + "%"
+        with self._errors("list tenant roles"):
+            rows = self._run("SELECT rolname FROM pg_roles WHERE rolname LIKE :p ORDER BY rolname", p=pattern)
+        return [r[0] for r in rows]
+
+    # Helpers ------------------------------------------------------------------------------------
+    def _run(self, sql: str, **params: Any) -> list[list[Any]]:
+        with self._lock:
+            return self._admin.run(sql, **params)
+
+    class _ErrorMapper:
+        def __init__(self, action: str) -> None:
+            self.action = action
+
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+            if exc is None or not isinstance(exc, Exception) or isinstance(exc, UpstreamError | UpstreamUnavailable):
+                return
+            state = _sqlstate(exc)
+            if state is None or state.startswith(_UNAVAILABLE_CLASSES):
+                raise UpstreamUnavailable(
+                    f"the tenant Postgres server is unavailable; could not {self.action}"
+                ) from None
+            raise UpstreamError(f"the tenant Postgres server refused to {self.action} (SQLSTATE {state})") from None
+
+    def _errors(self, action: str) -> PostgresProvider._ErrorMapper:
+        return PostgresProvider._ErrorMapper(action)
