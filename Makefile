@@ -9,7 +9,7 @@ export PYTHONDONTWRITEBYTECODE :=
 .PHONY: venv dev token test lint typecheck unit build bench reconcile clean
 
 $(BIN)/.installed: requirements-dev.txt layers/core/requirements.txt
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "agentdb needs Python 3.11 or newer (Lambda runs 3.12)"'
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 11) <= v <= (3, 12) else "agentdb needs Python 3.11 or 3.12 (Lambda runs 3.12); set PYTHON=python3.12")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
