@@ -6,7 +6,7 @@ PORT   ?= 3000
 export PYTHONPATH := $(CURDIR)/layers/core:$(CURDIR)
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: venv dev token test lint typecheck unit build bench reconcile clean
+.PHONY: venv dev token dbs test lint typecheck unit build bench clean
 
 $(BIN)/.installed: requirements-dev.txt layers/core/requirements.txt
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 11) <= v <= (3, 12) else "agentdb needs Python 3.11 or 3.12 (Lambda runs 3.12); set PYTHON=python3.12")'
@@ -22,6 +22,9 @@ dev: venv  ## run the API locally on an embedded Postgres
 
 token: venv  ## print a JWT the local gateway accepts: make token SUB=<userId> [SCOPE=agentdb/admin]
 	@$(BIN)/python -m local.token --sub "$(SUB)" $(if $(SCOPE),--scope "$(SCOPE)")
+
+dbs: venv  ## list the tenant databases and roles on the local server
+	@$(BIN)/python -m local.dbs
 
 lint: venv
 	$(BIN)/ruff check .
@@ -39,6 +42,6 @@ bench: venv
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) .aws-sam .local build
+	rm -rf $(VENV) .venv-sam .aws-sam build
 
 include mk/build.mk

@@ -3,7 +3,7 @@
 Baseline (same run, same server): CREATE ROLE + CREATE DATABASE + REVOKE/GRANT, then DROP DATABASE
 + DROP ROLE, on an open admin connection. Measured: the lifecycle handler applying workspace.created
 then workspace.deleted events (control-plane records, locks, encryption, the same provider calls).
-Overhead = median(handler pair) − median(raw pair). Target (issue 2): ≤ 20 ms median.
+Overhead = median(handler pair) - median(raw pair). Target (issue 2): ≤ 20 ms median.
 """
 
 from __future__ import annotations
@@ -70,7 +70,9 @@ def run() -> dict[str, Any]:
             t1 = time.perf_counter()
             ws = {"workspaceId": f"bench-ws-{i}", "ownerUserId": "bench-owner"}
             lifecycle.handler(eventbridge_event("workspace.created", ws), FakeLambdaContext())
-            lifecycle.handler(eventbridge_event("workspace.deleted", {"workspaceId": ws["workspaceId"]}), FakeLambdaContext())
+            lifecycle.handler(
+                eventbridge_event("workspace.deleted", {"workspaceId": ws["workspaceId"]}), FakeLambdaContext()
+            )
             t2 = time.perf_counter()
             if i >= 2:
                 raw.append(t1 - t0)

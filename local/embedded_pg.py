@@ -15,9 +15,12 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
-from pgserver import _commands
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")  # pgserver's platformdirs, harmless here
+
+from pgserver import _commands  # noqa: E402
 
 POSTGRES_BIN_PATH = _commands.POSTGRES_BIN_PATH
 initdb = _commands.initdb  # type: ignore[attr-defined]  # made at import time by pgserver

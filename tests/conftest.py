@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+
+from agentdb.config import Settings, load_settings
+from agentdb.container import Services
+from agentdb.store.migrate import migrate
+from tests.support import ServerInspector
 
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "agentdb-test")
@@ -48,3 +55,58 @@ def scratch_database(pg_admin_url: str) -> Iterator[str]:
     finally:
         conn.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.close()
+
+
+@pytest.fixture
+def tenant_prefix() -> str:
+    """A name prefix unique to the test, so leftovers are attributable and checkable."""
+    return f"t{uuid.uuid4().hex[:8]}-"
+
+
+@pytest.fixture
+def cp_env(scratch_database: str, pg_admin_url: str, tenant_prefix: str) -> dict[str, str]:
+    migrate(scratch_database)
+    return {
+        "DATABASE_URL": scratch_database,
+        "POSTGRES_ADMIN_URL": pg_admin_url,
+        "DB_PROVIDER": "postgres",
+        "KEYRING": "local",
+        "LOCAL_ENCRYPTION_KEY": secrets.token_hex(32),
+        "TENANT_NAME_PREFIX": tenant_prefix,
+        "PROVISION_LOCK_WAIT_SECONDS": "10",
+    }
+
+
+@pytest.fixture
+def settings(cp_env: dict[str, str]) -> Settings:
+    return load_settings(cp_env)
+
+
+@pytest.fixture
+def make_services(settings: Settings) -> Iterator[Callable[[], Services]]:
+    """Build independent Services (own connections), as separate Lambda containers would have."""
+    built: list[Services] = []
+
+    def factory() -> Services:
+        services = Services(settings)
+        built.append(services)
+        return services
+
+    yield factory
+    for services in built:
+        services.store.db.close()
+        provider: Any = services.__dict__.get("provider")
+        if provider is not None and hasattr(provider, "_admin"):
+            provider._admin.close()
+
+
+@pytest.fixture
+def services(make_services: Callable[[], Services]) -> Services:
+    return make_services()
+
+
+@pytest.fixture
+def server(pg_admin_url: str, tenant_prefix: str) -> Iterator[ServerInspector]:
+    inspector = ServerInspector(pg_admin_url, tenant_prefix)
+    yield inspector
+    inspector.drop_all()

@@ -14,7 +14,7 @@ from agentdb.crypto import connection_uri_context
 from agentdb.errors import InvalidInput, NotFound, UpstreamUnavailable
 from agentdb.providers.base import ProvisionedDatabase, Tenant
 from agentdb.providers.postgres import PostgresProvider
-from tests.integration.conftest import ServerInspector, connect
+from tests.support import ServerInspector, connect
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

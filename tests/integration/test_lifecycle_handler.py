@@ -14,8 +14,8 @@ from agentdb.config import get_settings
 from agentdb.container import get_services
 from agentdb.providers.base import Tenant
 from local.embedded_pg import free_port
-from tests.integration.conftest import ServerInspector
 from tests.lambda_harness import REPO, FakeLambdaContext, eventbridge_event, http_event, load_function
+from tests.support import ServerInspector
 
 
 @pytest.fixture
@@ -181,3 +181,37 @@ def test_every_sample_event_invokes_cleanly(lifecycle: ModuleType, server: Serve
             assert result["action"] in ("created", "exists", "updated", "deleted", "ignored"), (name, result)
     assert server.databases() == []
     assert server.roles() == []
+
+
+def test_no_connection_uri_or_password_in_responses_or_logs(
+    lifecycle: ModuleType, server: ServerInspector, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from agentdb.crypto import connection_uri_context
+    from agentdb.pgurl import parse_pg_url
+
+    bodies = []
+    for event in (
+        http_event("POST", "/users", body={"userId": "secret-owner"}),
+        http_event("POST", "/workspaces", body={"workspaceId": "secret-ws", "ownerUserId": "secret-owner"}),
+        eventbridge_event("workspace.created", {"workspaceId": "secret-ws-2", "ownerUserId": "secret-owner"}),
+    ):
+        bodies.append(json.dumps(lifecycle.handler(event, FakeLambdaContext())))
+    services = get_services()
+    secrets_seen = []
+    for tenant in (
+        Tenant("global", "secret-owner"),
+        Tenant("workspace", "secret-ws"),
+        Tenant("workspace", "secret-ws-2"),
+    ):
+        record = services.store.get_database(tenant)
+        assert record is not None and record.encrypted_uri
+        uri = services.keyring.decrypt(record.encrypted_uri, connection_uri_context(tenant.context_key))
+        password = parse_pg_url(uri).password
+        assert password
+        secrets_seen += [uri, password]
+    captured = capsys.readouterr()
+    haystack = "\n".join([*bodies, captured.out, captured.err, caplog.text])
+    assert "tenant database ready" in haystack  # the logs were captured at all
+    for secret in secrets_seen:
+        assert secret not in haystack
+    assert "postgresql://" not in haystack

@@ -14,6 +14,10 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config
+from botocore.stub import Stubber
+from moto import mock_aws
+
 from agentdb.config import load_settings
 from agentdb.crypto import (
     DataKeyCache,
@@ -26,9 +30,6 @@ from agentdb.crypto import (
     parse_token,
 )
 from agentdb.errors import ConfigError, DecryptionError, UpstreamUnavailable
-from botocore.config import Config
-from botocore.stub import Stubber
-from moto import mock_aws
 
 URI = "postgresql://tenant_role:s3cr3t-P4ssw0rd@db.internal:5432/agentdb_w_42?sslmode=require"
 SECRET = "s3cr3t-P4ssw0rd"

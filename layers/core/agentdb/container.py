@@ -42,7 +42,10 @@ def neon_api_key(settings: Settings) -> str:
     if settings.neon_api_key_secret_arn:
         from agentdb.secrets import get_secret_string
 
-        return get_secret_string(settings.neon_api_key_secret_arn)
+        key = get_secret_string(settings.neon_api_key_secret_arn)
+        if key in ("", "REPLACE_ME"):
+            raise ConfigError("configuration: the Neon API key secret still holds its placeholder; put the key in it")
+        return key
     raise ConfigError("configuration: NEON_API_KEY or NEON_API_KEY_SECRET_ARN must be set when DB_PROVIDER=neon")
 
 
@@ -69,7 +72,7 @@ class Services:
         if self.settings.db_provider == "neon":
             from agentdb.providers.neon import NeonProvider
 
-            return NeonProvider(self.settings)
+            return NeonProvider(self.settings, api_key=neon_api_key(self.settings))
         from agentdb.providers.postgres import PostgresProvider
         from agentdb.store import Database
 

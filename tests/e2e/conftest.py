@@ -1,0 +1,53 @@
+"""The local stack for end-to-end tests: the real template, the gateway, real Postgres."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from agentdb.config import get_settings
+from agentdb.container import get_services
+from local.gateway import LocalGateway
+from local.token import mint_token
+from tests.lambda_harness import REPO
+
+
+@dataclass
+class Stack:
+    url: str
+    client: httpx.Client
+    token: Callable[..., str]
+
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token('platform', scope='agentdb/admin')}"}
+
+    def user(self, user_id: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user_id)}"}
+
+
+@pytest.fixture
+def stack(cp_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    jwt_secret = secrets.token_urlsafe(32)
+    for key, value in {**cp_env, "LOCAL_JWT_SECRET": jwt_secret, "POWERTOOLS_TRACE_DISABLED": "true"}.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    get_services.cache_clear()
+    gateway = LocalGateway(REPO / "template.yaml", jwt_secret=jwt_secret, repo_root=REPO)
+    url = gateway.start()
+
+    def token(sub: str, scope: str | None = None) -> str:
+        return mint_token(sub, secret=jwt_secret, scope=scope)
+
+    with httpx.Client(base_url=url, timeout=60) as client:
+        yield Stack(url, client, token)
+    gateway.stop()
+    services = get_services()
+    services.store.db.close()
+    if "provider" in services.__dict__:
+        services.provider._admin.close()  # type: ignore[attr-defined]
+    get_settings.cache_clear()
+    get_services.cache_clear()
