@@ -39,7 +39,7 @@ def test_lifecycle_over_http_and_events_leaves_nothing_behind(stack: Stack, serv
     result = post_event(stack, "user.created", {"userId": "carol", "plan": "team"})
     assert result["matched"][0]["ok"] is True  # type: ignore[index]
     post_event(stack, "workspace.created", {"workspaceId": "w4", "ownerUserId": "carol"})
-    assert len(server.databases()) == 7 and len(server.roles()) == 7
+    assert len(server.databases()) == 7 and len(server.roles()) == 14
 
     # Every database is real, reachable with its own stored credentials, and isolated.
     services = get_services()

@@ -76,7 +76,7 @@ def test_delete_workspace_drops_database_and_role_and_is_idempotent(
     services.lifecycle.delete_workspace("ws-1")
     services.lifecycle.delete_workspace("ws-1")
     assert len(server.databases()) == 1
-    assert len(server.roles()) == 1
+    assert len(server.roles()) == 2  # owner role + read-only role
     assert services.store.get_database(Tenant("workspace", "ws-1")) is None
     with pytest.raises(Exception):
         held.run("SELECT 1")
@@ -92,7 +92,7 @@ def test_user_deleted_removes_global_and_owned_workspace_databases(services: Ser
     outcome = services.lifecycle.delete_user("dave")
     assert sorted(outcome.data["deletedWorkspaces"]) == ["ws-d1", "ws-d2"]
     assert len(server.databases()) == 2  # erin's global + ws-e1
-    assert len(server.roles()) == 2
+    assert len(server.roles()) == 4
     assert services.store.list_members("ws-e1") == []
     assert services.store.get_database(Tenant("global", "dave")) is None
 
@@ -232,7 +232,7 @@ def test_failed_provisioning_leaves_nothing_half_made(services: Services, server
     with pytest.raises(UpstreamUnavailable):
         services.lifecycle.create_workspace("ws-l", "leo")
     assert services.store.get_database(Tenant("workspace", "ws-l")) is None
-    assert len(server.databases()) == 1 and len(server.roles()) == 1
+    assert len(server.databases()) == 1 and len(server.roles()) == 2
     services.lifecycle.provider = real
     assert services.lifecycle.create_workspace("ws-l", "leo").action == "created"  # a retry succeeds
 

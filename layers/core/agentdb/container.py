@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from agentdb.lifecycle.service import LifecycleService
     from agentdb.providers.base import DatabaseProvider
     from agentdb.store import Store
+    from agentdb.tools.backend import ToolBackend
+    from agentdb.tools.service import ToolService
 
 
 def control_plane_url(settings: Settings | None = None) -> str:
@@ -94,6 +96,27 @@ class Services:
         from agentdb.lifecycle.service import LifecycleService
 
         return LifecycleService(self.store, self.provider, self.keyring, self.settings)
+
+    @cached_property
+    def tool_backend(self) -> ToolBackend:
+        if self.settings.tool_backend == "neon-mcp":
+            if self.settings.db_provider != "neon":
+                raise ConfigError("configuration: TOOL_BACKEND=neon-mcp needs DB_PROVIDER=neon")
+            from agentdb.store.tool_schemas import ToolSchemaCache
+            from agentdb.tools.neon_mcp import NeonMcpBackend
+
+            return NeonMcpBackend(
+                self.settings.neon_mcp_url, neon_api_key(self.settings), ToolSchemaCache(self.store.db)
+            )
+        from agentdb.tools.direct import DirectBackend
+
+        return DirectBackend()
+
+    @cached_property
+    def tools(self) -> ToolService:
+        from agentdb.tools.service import ToolService
+
+        return ToolService(self.store, self.keyring, self.tool_backend, self.settings)
 
 
 @lru_cache(maxsize=1)

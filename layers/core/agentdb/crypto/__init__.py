@@ -28,9 +28,11 @@ if TYPE_CHECKING:
     from agentdb.config import Settings
 
 CONNECTION_URI_PURPOSE = "connection-uri"
+READONLY_URI_PURPOSE = "readonly-connection-uri"
 
 __all__ = [
     "CONNECTION_URI_PURPOSE",
+    "READONLY_URI_PURPOSE",
     "TOKEN_VERSION",
     "DataKeyCache",
     "EnvelopeKeyring",
@@ -44,7 +46,16 @@ __all__ = [
     "get_keyring",
     "local_key_id",
     "parse_token",
+    "readonly_uri_context",
 ]
+
+
+def readonly_uri_context(tenant_key: str) -> dict[str, str]:
+    """The encryption context of a tenant's read-only connection URI (a different purpose: tokens of
+    the two columns cannot stand in for each other)."""
+    if not tenant_key:
+        raise ValueError("tenant_key must not be empty")
+    return {"purpose": READONLY_URI_PURPOSE, "tenant": tenant_key}
 
 
 def connection_uri_context(tenant_key: str) -> dict[str, str]:

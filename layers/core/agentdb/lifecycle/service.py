@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from agentdb.config import PLANS, Settings
-from agentdb.crypto import connection_uri_context
+from agentdb.crypto import connection_uri_context, readonly_uri_context
 from agentdb.errors import AgentDBError, Conflict, InvalidInput, NotFound
 from agentdb.lifecycle import events
 from agentdb.lifecycle.events import parse_detail
@@ -238,6 +238,11 @@ class LifecycleService:
         try:
             made = self.provider.create(tenant)
             token = self.keyring.encrypt(made.connection_uri, connection_uri_context(tenant.context_key))
+            readonly_token = (
+                self.keyring.encrypt(made.readonly_connection_uri, readonly_uri_context(tenant.context_key))
+                if made.readonly_connection_uri
+                else None
+            )
         except Exception as exc:
             metrics.add_metric(name="ProvisioningFailed", unit=MetricUnit.Count, value=1)
             logger.warning(
@@ -253,6 +258,7 @@ class LifecycleService:
             database_name=made.database_name,
             role_name=made.role_name,
             encrypted_uri=token,
+            encrypted_readonly_uri=readonly_token,
         )
         metrics.add_metric(name="DatabaseProvisioned", unit=MetricUnit.Count, value=1)
         logger.info(

@@ -52,6 +52,8 @@ class ProvisionedDatabase:
     database_name: str
     role_name: str
     connection_uri: str = field(repr=False)
+    # A login role that can only read (where the provider can make one); None = use READ ONLY transactions.
+    readonly_connection_uri: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,9 @@ class PostgresProvider:
     def role_name(self, tenant: Tenant) -> str:
         return tenant.safe_identifier(self._prefix)
 
+    def readonly_role_name(self, tenant: Tenant) -> str:
+        return tenant.safe_identifier(self._prefix, max_len=60) + "_ro"
+
     def _name_prefix(self) -> str:
         return self._prefix.replace("-", "_")
 
@@ -87,15 +90,48 @@ class PostgresProvider:
             self._run(f"GRANT CONNECT, TEMPORARY ON DATABASE {quote_ident(dbname)} TO {quote_ident(role)}")
             self._run(f"ALTER DATABASE {quote_ident(dbname)} ALLOW_CONNECTIONS true")
         uri = self._admin.url.with_credentials(role, password, dbname)
+        readonly_uri = self._create_readonly_role(tenant, dbname, owner_uri=uri)
         return ProvisionedDatabase(
-            project_id=dbname, branch_id=None, database_name=dbname, role_name=role, connection_uri=uri
+            project_id=dbname,
+            branch_id=None,
+            database_name=dbname,
+            role_name=role,
+            connection_uri=uri,
+            readonly_connection_uri=readonly_uri,
         )
+
+    def _create_readonly_role(self, tenant: Tenant, dbname: str, *, owner_uri: str) -> str:
+        """A login role that can read every table the owner makes, now and later, and write nothing."""
+        owner, ro = quote_ident(self.role_name(tenant)), quote_ident(self.readonly_role_name(tenant))
+        password = secrets.token_urlsafe(32)
+        verifier = scram_sha256_verifier(password)
+        with self._errors("create the read-only role"):
+            try:
+                self._run(f"CREATE ROLE {ro} LOGIN NOINHERIT PASSWORD '{verifier}'")
+            except Exception as exc:
+                if _sqlstate(exc) != _DUPLICATE_OBJECT:
+                    raise
+                self._run(f"ALTER ROLE {ro} LOGIN PASSWORD '{verifier}'")
+            self._run(f"ALTER ROLE {ro} SET default_transaction_read_only = on")
+            self._run(f"GRANT CONNECT ON DATABASE {quote_ident(dbname)} TO {ro}")
+            # Grants inside the tenant database are made by its owner, over the owner's own connection.
+            tenant_db = Database(owner_uri, timeout=30, application_name="agentdb-provisioner")
+            try:
+                tenant_db.run(f"GRANT USAGE ON SCHEMA public TO {ro}")
+                tenant_db.run(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {ro}")
+                tenant_db.run(f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} GRANT SELECT ON TABLES TO {ro}")
+                tenant_db.run(f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} GRANT SELECT ON SEQUENCES TO {ro}")
+                tenant_db.run(f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} GRANT USAGE ON SCHEMAS TO {ro}")
+            finally:
+                tenant_db.close()
+        return self._admin.url.with_credentials(self.readonly_role_name(tenant), password, dbname)
 
     def delete(self, tenant: Tenant, project_id: str | None = None) -> None:
         dbname, role = project_id or self.database_name(tenant), self.role_name(tenant)
         with self._errors("delete the tenant database"):
             # WITH (FORCE) terminates the tenant's sessions first (Postgres 13+).
             self._run(f"DROP DATABASE IF EXISTS {quote_ident(dbname)} WITH (FORCE)")
+            self._run(f"DROP ROLE IF EXISTS {quote_ident(self.readonly_role_name(tenant))}")
             self._run(f"DROP ROLE IF EXISTS {quote_ident(role)}")
 
     def connection_uri(self, tenant: Tenant, project_id: str) -> str:
@@ -111,6 +147,8 @@ class PostgresProvider:
         with self._errors("pause the tenant database"):
             self._run(f"ALTER DATABASE {quote_ident(project_id)} ALLOW_CONNECTIONS false")
             self._run(f"ALTER ROLE {quote_ident(role)} NOLOGIN")
+            if self._role_exists(self.readonly_role_name(tenant)):  # databases made before read-only roles
+                self._run(f"ALTER ROLE {quote_ident(self.readonly_role_name(tenant))} NOLOGIN")
             self._run(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = :db AND pid <> pg_backend_pid()",
@@ -121,6 +159,8 @@ class PostgresProvider:
         role = self.role_name(tenant)
         with self._errors("resume the tenant database"):
             self._run(f"ALTER ROLE {quote_ident(role)} LOGIN")
+            if self._role_exists(self.readonly_role_name(tenant)):
+                self._run(f"ALTER ROLE {quote_ident(self.readonly_role_name(tenant))} LOGIN")
             self._run(f"ALTER DATABASE {quote_ident(project_id)} ALLOW_CONNECTIONS true")
 
     def list_managed(self) -> list[ManagedDatabase]:
@@ -134,6 +174,9 @@ class PostgresProvider:
         with self._errors("list tenant roles"):
             rows = self._run("SELECT rolname FROM pg_roles WHERE rolname LIKE :p ORDER BY rolname", p=pattern)
         return [r[0] for r in rows]
+
+    def _role_exists(self, name: str) -> bool:
+        return bool(self._run("SELECT 1 FROM pg_roles WHERE rolname = :name", name=name))
 
     # Helpers ------------------------------------------------------------------------------------
     def _run(self, sql: str, **params: Any) -> list[list[Any]]:

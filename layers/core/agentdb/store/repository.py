@@ -50,6 +50,33 @@ class DatabaseRecord:
 
 
 @dataclass(frozen=True)
+class RouteRecord:
+    """A tenant database as a tool call needs it: status, routing, encrypted URIs."""
+
+    status: str
+    provider: str
+    ownership_type: str
+    project_id: str | None
+    branch_id: str | None
+    database_name: str
+    encrypted_uri: str | None = field(repr=False)
+    encrypted_readonly_uri: str | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ToolAccess:
+    """Everything one tool call needs to authorise and route, fetched in a single query."""
+
+    workspace_exists: bool
+    owner_user_id: str | None
+    member_role: str | None
+    agent_db: RouteRecord | None
+    global_db: RouteRecord | None
+    owner_budget_exceeded: bool
+    caller_budget_exceeded: bool
+
+
+@dataclass(frozen=True)
 class BudgetRecord:
     user_id: str
     custom_budget_cents: int | None
@@ -283,12 +310,13 @@ class Store:
         database_name: str,
         role_name: str,
         encrypted_uri: str,
+        encrypted_readonly_uri: str | None = None,
     ) -> DatabaseRecord:
         table, key = _DB_TABLES[tenant.kind]
         rows = self.db.run(
             f"UPDATE {table} SET status = 'ready', status_detail = NULL, neon_project_id = :project,"
             " neon_branch_id = :branch, database_name = :dbname, role_name = :role,"
-            " neon_connection_uri = :uri, updated_at = now()"
+            " neon_connection_uri = :uri, readonly_connection_uri = :ro_uri, updated_at = now()"
             f" WHERE {key} = :id RETURNING {_DB_COLUMNS}",
             id=tenant.id,
             project=project_id,
@@ -296,6 +324,7 @@ class Store:
             dbname=database_name,
             role=role_name,
             uri=encrypted_uri,
+            ro_uri=encrypted_readonly_uri,
         )
         return _db_record(tenant, rows[0])
 
@@ -329,6 +358,70 @@ class Store:
             uri=encrypted_uri,
         )
         return _db_record(tenant, rows[0])
+
+    # Tools ------------------------------------------------------------------------------------
+    def tool_access(self, workspace_id: str, user_id: str) -> ToolAccess:
+        rows = self.db.run(
+            "SELECT w.id IS NOT NULL AND w.deleted_at IS NULL, w.owner_user_id, m.role,"
+            " wd.status, wd.provider, wd.ownership_type, wd.neon_project_id, wd.neon_branch_id, wd.database_name,"
+            " wd.neon_connection_uri, wd.readonly_connection_uri,"
+            " gd.status, gd.provider, gd.ownership_type, gd.neon_project_id, gd.neon_branch_id, gd.database_name,"
+            " gd.neon_connection_uri, gd.readonly_connection_uri,"
+            " COALESCE(ob.budget_exceeded, false), COALESCE(cb.budget_exceeded, false)"
+            " FROM (SELECT CAST(:ws AS text) AS ws, CAST(:user AS text) AS uid) x"
+            " LEFT JOIN workspaces w ON w.id = x.ws"
+            " LEFT JOIN workspace_members m ON m.workspace_id = x.ws AND m.user_id = x.uid"
+            " LEFT JOIN workspace_database wd ON wd.workspace_id = x.ws"
+            " LEFT JOIN user_global_database gd ON gd.user_id = x.uid"
+            " LEFT JOIN user_db_budget ob ON ob.user_id = w.owner_user_id"
+            " LEFT JOIN user_db_budget cb ON cb.user_id = x.uid",
+            ws=workspace_id,
+            user=user_id,
+        )
+        r = rows[0]
+        return ToolAccess(
+            workspace_exists=bool(r[0]),
+            owner_user_id=r[1],
+            member_role=r[2],
+            agent_db=RouteRecord(*r[3:11]) if r[3] is not None else None,
+            global_db=RouteRecord(*r[11:19]) if r[11] is not None else None,
+            owner_budget_exceeded=bool(r[19]),
+            caller_budget_exceeded=bool(r[20]),
+        )
+
+    def record_tool_call(
+        self,
+        *,
+        user_id: str,
+        workspace_id: str | None,
+        server_id: str,
+        tool_name: str,
+        duration_ms: int,
+        row_count: int | None,
+        outcome: str,
+        error_code: str | None,
+    ) -> None:
+        self.db.run(
+            "INSERT INTO tool_audit_log"
+            " (user_id, workspace_id, server_id, tool_name, duration_ms, row_count, outcome, error_code)"
+            " VALUES (:user, :ws, :server, :tool, :ms, :rows, :outcome, :code)",
+            user=user_id,
+            ws=workspace_id,
+            server=server_id,
+            tool=tool_name,
+            ms=duration_ms,
+            rows=row_count,
+            outcome=outcome,
+            code=error_code,
+        )
+
+    def set_readonly_uri(self, tenant: Tenant, encrypted_uri: str | None) -> None:
+        table, key = _DB_TABLES[tenant.kind]
+        self.db.run(
+            f"UPDATE {table} SET readonly_connection_uri = :uri, updated_at = now() WHERE {key} = :id",
+            id=tenant.id,
+            uri=encrypted_uri,
+        )
 
     # Events -----------------------------------------------------------------------------------
     def event_processed(self, event_id: str) -> bool:

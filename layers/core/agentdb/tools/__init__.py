@@ -1,0 +1,1 @@
+"""SQL tools for agents: the catalog (servers, tools, schemas), the guards, the backends, the use cases."""
