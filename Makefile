@@ -39,7 +39,7 @@ unit: venv
 test: lint typecheck unit  ## everything CI runs for the code
 
 bench: venv
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH)
 
 clean:
 	rm -rf $(VENV) .venv-sam .aws-sam build

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import sys
 
-from bench import cold_import, lifecycle_overhead
+from bench import cold_import, lifecycle_overhead, neon_mcp, tools
 
 
 def main() -> None:
-    for bench in (cold_import, lifecycle_overhead):
+    selected = set(sys.argv[1:])
+    for bench in (cold_import, lifecycle_overhead, tools, neon_mcp):
+        name = bench.__name__.rsplit(".", 1)[-1]
+        if selected and name not in selected:
+            continue
         result = bench.run()
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
 

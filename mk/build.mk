@@ -76,4 +76,9 @@ import-check: py312
 	  else echo "import-check: $$fn FAILED: 'import app' in $$dir with the built layer (python3.12)" >&2; status=1; fi; \
 	done; \
 	test $$checked -gt 0 || { echo "import-check: no built function under $(SAM_BUILD_DIR)" >&2; exit 1; }; \
+	if env -i PATH=/usr/bin:/bin HOME="$$HOME" LANG=C.UTF-8 AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
+	     POWERTOOLS_TRACE_DISABLED=true PYTHONPATH="$${layer_path#:}:$(CURDIR)/$(LAMBDA_RUNTIME_DIR)" \
+	     "$(CURDIR)/$(SAM_VENV)/py312/python3.12" -S -B -c \
+	     'import importlib, pkgutil, agentdb; mods = [m.name for m in pkgutil.walk_packages(agentdb.__path__, "agentdb.")]; [importlib.import_module(m) for m in mods]; import mcp.client.streamable_http, aws_xray_sdk.core; print(f"import-check: CoreLayer ok (python3.12: {len(mods)} agentdb modules, mcp, aws_xray_sdk)")'; \
+	then :; else echo "import-check: CoreLayer FAILED: a module of the layer does not import under python3.12" >&2; status=1; fi; \
 	exit $$status

@@ -379,3 +379,57 @@ def test_every_call_is_audited_without_results(tool_services: Services, server: 
     assert audit[3]["error_code"] == "42P01"
     assert audit[5]["user_id"] == "stranger" and audit[5]["error_code"] == "not_found"
     assert "marker-7f3e" not in json.dumps(audit, default=str)
+
+
+def test_no_uri_or_password_in_any_response_log_or_audit_row(
+    tool_services: Services,
+    server: ServerInspector,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from agentdb.crypto import connection_uri_context, readonly_uri_context
+
+    responses = [
+        run(tool_services, "SELECT current_user, current_database(), inet_server_port()"),
+        run(tool_services, "SELECT * FROM pg_stat_activity"),
+        run(tool_services, "SELECT 1/0"),
+        run(tool_services, "SET ROLE postgres"),
+        run(tool_services, "SELECT 1", user="reader"),
+        run(tool_services, "SELECT 1", ws="ws-b", server=GLOBAL),
+        tool_services.tools.list_tools("owner", "ws-a"),
+    ]
+    with pytest.raises(NotFound) as denied:
+        run(tool_services, "SELECT 1", user="other")
+    secrets_seen = []
+    for tenant in (Tenant("workspace", "ws-a"), Tenant("workspace", "ws-b"), Tenant("global", "owner")):
+        record = tool_services.store.get_database(tenant)
+        assert record is not None and record.encrypted_uri
+        uri = tool_services.keyring.decrypt(record.encrypted_uri, connection_uri_context(tenant.context_key))
+        ro_token = tool_services.store.db.run(
+            "SELECT readonly_connection_uri FROM workspace_database WHERE workspace_id = :id UNION ALL"
+            " SELECT readonly_connection_uri FROM user_global_database WHERE user_id = :id",
+            id=tenant.id,
+        )[0][0]
+        ro_uri = tool_services.keyring.decrypt(ro_token, readonly_uri_context(tenant.context_key))
+        for secret_uri in (uri, ro_uri):
+            secrets_seen += [secret_uri, parse_pg_url(secret_uri).password or "no-password"]
+    audit = tool_services.store.db.run_dicts("SELECT * FROM tool_audit_log")
+    captured = capsys.readouterr()
+    haystack = "\n".join(
+        [json.dumps(responses, default=str), str(denied.value), json.dumps(audit, default=str), captured.out,
+         captured.err, caplog.text]
+    )  # fmt: skip
+    assert "tool call" in haystack  # the logs were captured
+    for secret in secrets_seen:
+        assert secret not in haystack
+    assert "postgresql://" not in haystack
+
+
+def test_cross_database_references_do_not_reach_another_tenant(
+    tool_services: Services, server: ServerInspector
+) -> None:
+    run(tool_services, "CREATE TABLE b_only (x int)", ws="ws-b")
+    other = tool_services.store.get_database(Tenant("workspace", "ws-b"))
+    assert other is not None
+    result = run(tool_services, f'SELECT * FROM "{other.database_name}".public.b_only', ws="ws-a")
+    assert sqlstate(result) == "0A000"  # cross-database references are not implemented in Postgres

@@ -31,6 +31,8 @@ class Database:
         self._timeout = timeout
         self._application_name = application_name
         self._conn: pg8000.native.Connection | None = None
+        self._prepared: dict[str, pg8000.native.PreparedStatement] = {}
+        self.last_columns: list[str] = []
         self._in_transaction = False
         self._lock = threading.RLock()
 
@@ -51,23 +53,39 @@ class Database:
         return self._conn
 
     def run(self, sql: str, **params: Any) -> list[list[Any]]:
-        """Run one statement; returns its rows (empty for statements without results)."""
+        """Run one statement; returns its rows (empty for statements without results).
+
+        Statements with parameters are prepared once per connection and reused: pg8000 would
+        otherwise re-parse the SQL text for placeholders in Python on every call.
+        """
         import pg8000.exceptions
 
         with self._lock:
             try:
-                return self.connection().run(sql, **params) or []
+                return self._execute(sql, params)
             except (pg8000.exceptions.InterfaceError, OSError):
                 self._discard()
                 if self._in_transaction:
                     raise
-                return self.connection().run(sql, **params) or []
+                return self._execute(sql, params)
+
+    def _execute(self, sql: str, params: dict[str, Any]) -> list[list[Any]]:
+        conn = self.connection()
+        if not params:
+            rows = conn.run(sql)
+            self.last_columns = [c["name"] for c in (conn.columns or [])]
+            return rows or []
+        statement = self._prepared.get(sql)
+        if statement is None:
+            statement = self._prepared[sql] = conn.prepare(sql)
+        rows = statement.run(**params)
+        self.last_columns = [c["name"] for c in (statement.columns or [])]
+        return rows or []
 
     def run_dicts(self, sql: str, **params: Any) -> list[dict[str, Any]]:
         with self._lock:
             rows = self.run(sql, **params)
-            columns = [c["name"] for c in (self.connection().columns or [])]
-            return [dict(zip(columns, row, strict=True)) for row in rows]
+            return [dict(zip(self.last_columns, row, strict=True)) for row in rows]
 
     @contextmanager
     def transaction(self) -> Iterator[Database]:
@@ -94,6 +112,7 @@ class Database:
 
     def _discard(self) -> None:
         conn, self._conn = self._conn, None
+        self._prepared = {}
         if conn is not None:
             with contextlib.suppress(Exception):  # closing a broken socket may fail; nothing to do
                 conn.close()

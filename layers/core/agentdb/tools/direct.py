@@ -78,7 +78,8 @@ class DirectBackend:
         def body(conn: pg8000.native.Connection) -> ToolOutcome:
             results = []
             for index, statement in enumerate(statements):
-                _apply_timeouts(conn, limits)
+                if index:  # the first statement runs under the timeouts set with BEGIN
+                    conn.run(_timeouts_sql(limits))
                 results.append(_execute(conn, statement, limits, wrap=index not in direct))
             last = results[-1]
             if not single:
@@ -106,16 +107,17 @@ class DirectBackend:
     ) -> T:
         import pg8000.exceptions
 
+        # BEGIN and the timeouts travel in one round trip (simple query protocol, no parameters).
+        begin = ("BEGIN READ ONLY; " if read_only else "BEGIN; ") + _timeouts_sql(limits)
         conn = self._connection(target, limits)
         try:
-            conn.run("BEGIN READ ONLY" if read_only else "BEGIN")
+            conn.run(begin)
         except (pg8000.exceptions.InterfaceError, OSError):
             # A cached connection went stale (server restart, idle cut): reconnect once.
             self._discard(target)
             conn = self._connection(target, limits)
-            conn.run("BEGIN READ ONLY" if read_only else "BEGIN")
+            conn.run(begin)
         try:
-            _apply_timeouts(conn, limits)
             result = body(conn)
             conn.run("ROLLBACK" if read_only else "COMMIT")
             return result
@@ -183,8 +185,10 @@ def _close_quietly(conn: pg8000.native.Connection) -> None:
         conn.close()
 
 
-def _apply_timeouts(conn: pg8000.native.Connection, limits: Limits) -> None:
-    conn.run(
+def _timeouts_sql(limits: Limits) -> str:
+    """Transaction-scoped timeouts. A query (not SET), so it also closes the window in which
+    SET TRANSACTION READ WRITE could still undo BEGIN READ ONLY."""
+    return (
         f"SELECT set_config('statement_timeout', '{int(limits.statement_timeout_ms)}', true),"
         f" set_config('lock_timeout', '{int(limits.lock_timeout_ms)}', true),"
         f" set_config('idle_in_transaction_session_timeout', '{int(limits.idle_in_transaction_timeout_ms)}', true)"
@@ -218,9 +222,9 @@ def _execute(conn: pg8000.native.Connection, statement: str, limits: Limits, *, 
     import pg8000.exceptions
 
     kind = classify(statement)
-    if wrap and kind.kind is StatementKind.QUERY:
+    if wrap and kind.kind is StatementKind.QUERY and kind.wrappable:
         sql = _capped(f"({statement}) AS q", limits)
-    elif wrap and kind.kind is StatementKind.DML and kind.returns_rows:
+    elif wrap and kind.kind is StatementKind.DML and kind.has_returning:
         sql = f"WITH q AS ({statement}) " + _capped("q", limits)
     else:
         return _plain(conn, statement, limits)

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from agentdb.crypto import Keyring
 
 WRITE_ROLES = ("owner", "admin", "write")
+_URI_CACHE_SIZE = 64
+_URI_CACHE_TTL_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class ToolService:
         self.keyring = keyring
         self.backend = backend
         self.limits = limits_from(settings)
+        self._uris: dict[str, tuple[str, float]] = {}
 
     # Listing ----------------------------------------------------------------------------------
     def list_tools(self, user_id: str, workspace_id: str) -> dict[str, Any]:
@@ -172,7 +175,6 @@ class ToolService:
         if token is None:
             raise Conflict("the database has no connection on record", code="database_unavailable")
         context = (readonly_uri_context if use_readonly_role else connection_uri_context)(tenant.context_key)
-        keyring = self.keyring
         return ToolTarget(
             tenant=tenant,
             provider=record.provider,
@@ -180,9 +182,23 @@ class ToolService:
             branch_id=record.branch_id,
             database_name=record.database_name,
             read_only=read_only,
-            connection_uri=lambda: keyring.decrypt(token, context),
+            connection_uri=lambda: self._decrypt(token, context),
             cache_key=hashlib.sha256(token.encode()).hexdigest()[:32],
         )
+
+    def _decrypt(self, token: str, context: dict[str, str]) -> str:
+        """Decrypted URIs are kept for a few minutes, so a reconnect costs no KMS call and no AES work."""
+        now = time.monotonic()
+        cached = self._uris.get(token)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        uri = self.keyring.decrypt(token, context)
+        if len(self._uris) >= _URI_CACHE_SIZE:
+            self._uris = {k: v for k, v in self._uris.items() if v[1] > now}
+            if len(self._uris) >= _URI_CACHE_SIZE:
+                self._uris.clear()
+        self._uris[token] = (uri, now + _URI_CACHE_TTL_SECONDS)
+        return uri
 
     @staticmethod
     def _guard(tool: ToolName, args: dict[str, Any], read_only: bool) -> None:

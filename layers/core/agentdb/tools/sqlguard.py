@@ -50,8 +50,16 @@ Decisions (the "your call" items):
   strings (and strings nested one or two levels deep, e.g. ``EXECUTE '...'``), and a SET/RESET/DISCARD
   statement in a body is refused; SQL-standard bodies (``BEGIN ATOMIC ... END``) are checked statement
   by statement like top-level SQL.
+* The same functions named without a call where the server would call them later are refused too:
+  ``CREATE AGGREGATE ... (SFUNC = set_config)``, ``CREATE CAST ... WITH FUNCTION pg_read_file(text)``,
+  CREATE/ALTER OPERATOR/TYPE/TRANSFORM.
+* Also refused: statements that do not start with a known statement keyword, unbalanced parentheses
+  (so nothing can close the executor's wrapping parenthesis), NUL characters, more than 100 000
+  characters per statement, and EXPLAIN / BEGIN ATOMIC nested more than two deep.
 * read_only=True: only QUERY (without data-modifying WITH or SELECT INTO), SHOW and EXPLAIN (EXPLAIN
   ANALYZE only of a non-writing statement) pass.
+* Returned statements keep leading comments (optimizer hints) and lose trailing comments, whitespace and
+  ``;``, so they can be wrapped as they are.
 * RETURNING "at top level" means parenthesis depth 0 of the statement: the RETURNING of a data-modifying
   CTE (``WITH x AS (INSERT ... RETURNING *) SELECT ...``) is at depth 1 and does not count -- the
   statement's rows come from its main SELECT, and such a statement is never ``wrappable``.
