@@ -215,3 +215,21 @@ def test_no_connection_uri_or_password_in_responses_or_logs(
     for secret in secrets_seen:
         assert secret not in haystack
     assert "postgresql://" not in haystack
+
+
+def test_tool_sample_events_invoke_cleanly(lifecycle: ModuleType, server: ServerInspector) -> None:
+    """events/system_tools and events/tool_execute, as `sam local invoke -e` would pass them."""
+    for name in ("http-post-users", "http-post-workspaces"):
+        event = json.loads((REPO / "events" / "lifecycle" / f"{name}.json").read_text())
+        assert lifecycle.handler(event, FakeLambdaContext())["statusCode"] in (200, 201)
+    listing = load_function("system_tools")
+    execute = load_function("tool_execute")
+    for fn, path in (
+        (listing, REPO / "events" / "system_tools" / "http-get-system-tools.json"),
+        (execute, REPO / "events" / "tool_execute" / "http-post-execute.json"),
+    ):
+        status, body = call(fn, json.loads(path.read_text()))
+        assert status == 200 and body["success"] is True, body
+    status, body = call(execute, json.loads((REPO / "events" / "tool_execute" / "http-post-execute.json").read_text()))
+    assert body["data"]["structuredContent"]["rows"] == [[1]]
+    get_services().tools.backend.close()  # type: ignore[attr-defined]

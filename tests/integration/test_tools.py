@@ -40,7 +40,7 @@ def tool_env(pg_admin_url: str) -> Iterator[tuple[Services, ServerInspector]]:
             "POSTGRES_ADMIN_URL": pg_admin_url,
             "LOCAL_ENCRYPTION_KEY": secrets.token_hex(32),
             "TENANT_NAME_PREFIX": prefix,
-            "SQL_STATEMENT_TIMEOUT_MS": "1500",
+            "SQL_STATEMENT_TIMEOUT_MS": "5000",
             "SQL_MAX_ROWS": "50",
             "SQL_MAX_RESULT_BYTES": "65536",
         }
@@ -253,7 +253,7 @@ def test_bypass_attempts_are_refused_and_change_nothing(
     assert result["isError"] is True
     assert rows(run(tool_services, "SELECT count(*) FROM guarded")) == [[1]]
     setting = rows(run(tool_services, "SELECT current_setting('statement_timeout'), current_user"))[0]
-    assert setting[0] == "1500ms"
+    assert setting[0] == "5s"
 
 
 @pytest.mark.parametrize(

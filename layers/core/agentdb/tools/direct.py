@@ -58,8 +58,12 @@ class DirectBackend:
             if tool == "run_sql_transaction":
                 return self._statements(target, list(arguments["sqlStatements"]), limits, read_only, single=False)
             if tool == "list_tables":
-                return self._transaction(target, limits, True, lambda c: _list_tables(c, arguments.get("schema")))
-            return self._transaction(target, limits, True, lambda c: _describe_table(c, arguments["tableName"]))
+                return self._transaction(
+                    target, limits, True, lambda c: (_list_tables(c, arguments.get("schema")), False)
+                )
+            return self._transaction(
+                target, limits, True, lambda c: (_describe_table(c, arguments["tableName"]), False)
+            )
         except _SqlFailure as failure:
             return ToolOutcome(error=failure.error)
 
@@ -75,19 +79,25 @@ class DirectBackend:
     ) -> ToolOutcome:
         direct: set[int] = set()  # statements that could not be wrapped: run as they are
 
-        def body(conn: pg8000.native.Connection) -> ToolOutcome:
-            results = []
+        end = "ROLLBACK" if read_only else "COMMIT"
+
+        def body(conn: pg8000.native.Connection) -> tuple[ToolOutcome, bool]:
+            results, ended = [], False
             for index, statement in enumerate(statements):
                 if index:  # the first statement runs under the timeouts set with BEGIN
                     conn.run(_timeouts_sql(limits))
-                results.append(_execute(conn, statement, limits, wrap=index not in direct))
+                last_one = index == len(statements) - 1
+                outcome, ended = _execute(
+                    conn, statement, limits, wrap=index not in direct, end=end if last_one else None
+                )
+                results.append(outcome)
             last = results[-1]
             if not single:
                 last.statements = [
                     {"columns": r.columns, "rows": r.rows, "rowCount": r.row_count, "truncated": r.truncated}
                     for r in results
                 ]
-            return last
+            return last, ended
 
         try:
             return self._transaction(target, limits, read_only, body)
@@ -103,8 +113,10 @@ class DirectBackend:
         target: ToolTarget,
         limits: Limits,
         read_only: bool,
-        body: Callable[[pg8000.native.Connection], T],
+        body: Callable[[pg8000.native.Connection], tuple[T, bool]],
     ) -> T:
+        """Run ``body`` in one transaction. The body returns (result, ended): ended when it sent the
+        COMMIT/ROLLBACK itself, in the same round trip as its last statement."""
         import pg8000.exceptions
 
         # BEGIN and the timeouts travel in one round trip (simple query protocol, no parameters).
@@ -118,8 +130,9 @@ class DirectBackend:
             conn = self._connection(target, limits)
             conn.run(begin)
         try:
-            result = body(conn)
-            conn.run("ROLLBACK" if read_only else "COMMIT")
+            result, ended = body(conn)
+            if not ended:
+                conn.run("ROLLBACK" if read_only else "COMMIT")
             return result
         except pg8000.exceptions.DatabaseError as exc:
             self._rollback(target, conn)
@@ -218,7 +231,12 @@ def _capped(source: str, limits: Limits) -> str:
     )
 
 
-def _execute(conn: pg8000.native.Connection, statement: str, limits: Limits, *, wrap: bool) -> ToolOutcome:
+def _execute(
+    conn: pg8000.native.Connection, statement: str, limits: Limits, *, wrap: bool, end: str | None
+) -> tuple[ToolOutcome, bool]:
+    """Run one statement. A wrapped statement carries ``end`` (COMMIT/ROLLBACK) in the same round
+    trip; returns whether it did. If the statement fails, the rest of the message is skipped and the
+    caller's ROLLBACK ends the transaction."""
     import pg8000.exceptions
 
     kind = classify(statement)
@@ -227,17 +245,17 @@ def _execute(conn: pg8000.native.Connection, statement: str, limits: Limits, *, 
     elif wrap and kind.kind is StatementKind.DML and kind.has_returning:
         sql = f"WITH q AS ({statement}) " + _capped("q", limits)
     else:
-        return _plain(conn, statement, limits)
+        return _plain(conn, statement, limits), False
     try:
-        rows = conn.run(sql) or []
+        rows = conn.run(f"{sql}; {end}" if end else sql) or []
     except pg8000.exceptions.DatabaseError as exc:
         if _sql_error(exc).sqlstate in _WRAP_FAILED and _wrapping_was_the_problem(exc):
             raise _WrapRefused(statement) from None
         raise
     outcome = _from_json_rows(rows, limits)
     if not outcome.columns and kind.kind is StatementKind.QUERY:
-        outcome.columns = _describe_columns(conn, statement)
-    return outcome
+        outcome.columns = _describe_columns(conn, statement, limits, in_transaction=end is None)
+    return outcome, end is not None
 
 
 def _wrapping_was_the_problem(exc: BaseException) -> bool:
@@ -248,9 +266,18 @@ def _wrapping_was_the_problem(exc: BaseException) -> bool:
     )
 
 
-def _describe_columns(conn: pg8000.native.Connection, statement: str) -> list[str]:
-    conn.run(f"SELECT * FROM ({statement}) AS q LIMIT 0")
-    return [c["name"] for c in (conn.columns or [])]
+def _describe_columns(
+    conn: pg8000.native.Connection, statement: str, limits: Limits, *, in_transaction: bool
+) -> list[str]:
+    """Column names of a query that returned no rows (its JSON rows carried none)."""
+    if not in_transaction:  # the call's transaction already ended: describe in a read-only one
+        conn.run("BEGIN READ ONLY; " + _timeouts_sql(limits))
+    try:
+        conn.run(f"SELECT * FROM ({statement}) AS q LIMIT 0")
+        return [c["name"] for c in (conn.columns or [])]
+    finally:
+        if not in_transaction:
+            conn.run("ROLLBACK")
 
 
 def _from_json_rows(rows: list[list[Any]], limits: Limits) -> ToolOutcome:
