@@ -15,6 +15,18 @@ Faults: ``script(route, [...])`` queues answers for a route (``"POST /projects"`
 delays one answer past a client's timeout, ``project_limit`` produces 422 PROJECTS_LIMIT_EXCEEDED,
 ``operation_final_status = "failed"`` makes operations fail.
 
+Consumption history: ``GET /consumption_history/v2/projects`` and the legacy
+``GET /consumption_history/projects`` answer per project (``project_ids`` repeated or comma-separated,
+``org_id``, ``limit`` and ``cursor`` pagination, newest project first), per timeframe of the requested
+``granularity`` (``from`` and ``to`` rounded down to it; 406 when the range is older than the
+granularity reaches back: 168 hours, 60 days, a year). Totals come from ``seed_consumption(project_id,
+compute_unit_seconds=..., root_branch_bytes_month=...)`` spread evenly over the timeframes, else from a
+deterministic rate derived from the project id. ``consumption_v2_status`` / ``consumption_legacy_status``
+= 403 or 406 make the endpoint refuse (a plan without it). ``consumption_rate_limit_per_minute=N``
+answers 429 with ``Retry-After`` past N requests in a fixed, epoch-aligned minute of ``clock`` (a
+simulated clock works) on ``rate_limited_routes`` (the consumption routes). ``seed_projects(n)`` makes
+thousands of projects in about a second.
+
 Operations start ``running`` and finish after ``operation_polls`` observations (GET of the operation
 or a listing), so a client that does not wait for them sees ``init`` endpoints and 423 Locked.
 
@@ -33,6 +45,7 @@ import argparse
 import functools
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -40,11 +53,12 @@ import secrets
 import signal
 import sys
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -520,6 +534,8 @@ class NeonDouble:
         region_id: str = "aws-us-east-1",
         lock_during_operations: bool = True,
         validate_responses: bool = True,
+        consumption_rate_limit_per_minute: int | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.api_key = api_key
         self.spec = OpenAPISpec.load(spec_path)
@@ -541,6 +557,17 @@ class NeonDouble:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._next_db_id = 1000
+        # Consumption history (see "Consumption" below).
+        self.clock = clock
+        self.consumption_rate_limit_per_minute = consumption_rate_limit_per_minute
+        self.rate_limited_routes: set[str] = set(CONSUMPTION_ROUTES)
+        self.consumption_v2_status: int | None = None  # 403 or 406: answer v2 with it (plan lacks v2)
+        self.consumption_legacy_status: int | None = None  # 403 or 406: answer the legacy endpoint with it
+        self.consumption_max_page_size: int | None = None  # cap pages below the client's `limit`
+        self.consumption: dict[str, dict[str, int]] = {}  # project id -> seeded totals per metric
+        self._rate_windows: dict[float, int] = {}
+        self._project_seq: dict[str, int] = {}
+        self._next_seq = 0
 
     # Lifecycle -------------------------------------------------------------------------------------
     def start(self) -> str:
@@ -649,6 +676,77 @@ class NeonDouble:
                 result["project"] = self._project_json(project)
             return result
 
+    def seed_projects(self, count: int, *, org_id: str | None = None, name_prefix: str = "bulk-") -> list[str]:
+        """Make ``count`` projects at once, cheaply (no operations, no backing database); returns their ids.
+
+        For load tests and benchmarks (30,000 projects in about a second): ids are deterministic
+        (``<name_prefix><n>``), the projects are complete enough for every read route.
+        """
+        ids: list[str] = []
+        with self._lock:
+            start = len(self.projects)
+            for n in range(start, start + count):
+                project_id = f"{name_prefix}{n:07d}"
+                spec: JSON = {"name": project_id}
+                if org_id:
+                    spec["org_id"] = org_id
+                self._create_project({"project": spec}, project_id=project_id, with_operations=False, backing=False)
+                ids.append(project_id)
+        return ids
+
+    def seed_consumption(self, project_id: str, **totals: int) -> None:
+        """Set a project's consumption totals, by metric name, for any window asked about.
+
+        v2 names (``compute_unit_seconds``, ``root_branch_bytes_month``, ``child_branch_bytes_month``,
+        ``public_network_transfer_bytes`` ...) and legacy ones (``compute_time_seconds``,
+        ``data_storage_bytes_hour``, ``written_data_bytes``, ``synthetic_storage_size_bytes`` ...). A total
+        is spread evenly over the timeframes of the answer (they add up to it exactly). The legacy
+        metrics default to ones derived from the v2 seeds (``_legacy_totals``). The project's own
+        counters (GET /projects/{id}) are set from the same seeds.
+        """
+        with self._lock:
+            seeded = self.consumption.setdefault(project_id, {})
+            seeded.update({k: int(v) for k, v in totals.items()})
+            project = self.projects.get(project_id)
+            if project is not None:
+                legacy = _legacy_totals(seeded)
+                project.data.update(
+                    compute_time_seconds=legacy["compute_time_seconds"],
+                    cpu_used_sec=legacy["compute_time_seconds"],
+                    active_time_seconds=legacy["active_time_seconds"],
+                    active_time=legacy["active_time_seconds"],
+                    data_storage_bytes_hour=legacy["data_storage_bytes_hour"],
+                    written_data_bytes=legacy["written_data_bytes"],
+                    data_transfer_bytes=seeded.get("public_network_transfer_bytes", 0),
+                    synthetic_storage_size=legacy["synthetic_storage_size_bytes"],
+                )
+
+    def rate_limited_answers(self) -> int:
+        """How many requests the double's rate limit answered with 429."""
+        with self._lock:
+            return sum(1 for r in self.requests if r.status == 429 and r.route in self.rate_limited_routes)
+
+    def _check_rate_limit(self, route: str) -> None:
+        """Fixed windows of 60 s on ``self.clock`` (epoch-aligned); past the limit: 429 with Retry-After."""
+        limit = self.consumption_rate_limit_per_minute
+        if not limit or route not in self.rate_limited_routes:
+            return
+        now = self.clock()
+        start = (now // 60) * 60
+        with self._lock:
+            count = self._rate_windows.get(start, 0)
+            if count >= limit:
+                retry_after = max(1, math.ceil(start + 60 - now))
+                raise _Reply(
+                    429,
+                    "TOO_MANY_REQUESTS",
+                    f"too many requests: {limit} per minute",
+                    headers={"Retry-After": str(retry_after)},
+                )
+            if count == 0:
+                self._rate_windows = {k: v for k, v in self._rate_windows.items() if k >= start}
+            self._rate_windows[start] = count + 1
+
     # HTTP ------------------------------------------------------------------------------------------
     def _handle(self, request: _Handler) -> None:
         split = urlsplit(request.path)
@@ -675,6 +773,7 @@ class NeonDouble:
                 raise _Reply(405 if path_exists else 404, "NOT_FOUND", problem)
             if not authorized:
                 raise _Reply(401, "", "authentication required: the API key is missing or invalid")
+            self._check_rate_limit(op.route)
             problems, body = self.spec.validate_request(
                 op, path_params, query, request.headers.get("Content-Type"), raw_body
             )
@@ -825,7 +924,9 @@ class NeonDouble:
             raise _Reply(423, code, message)
 
     # Handlers --------------------------------------------------------------------------------------
-    def _create_project(self, body: JSON) -> JSON:
+    def _create_project(
+        self, body: JSON, *, project_id: str | None = None, with_operations: bool = True, backing: bool = True
+    ) -> JSON:
         spec = body.get("project") or {}
         if self.project_limit is not None and len(self.projects) >= self.project_limit:
             raise _Reply(
@@ -834,16 +935,18 @@ class NeonDouble:
                 f"You have reached the limit of {self.project_limit} projects. Delete a project or upgrade your plan.",
             )
         now = _now()
-        project_id = _neon_id()
-        while project_id in self.projects:
+        fixed = project_id is not None and not with_operations  # bulk seeding: derived ids, no randomness
+        if project_id is None:
             project_id = _neon_id()
+            while project_id in self.projects:
+                project_id = _neon_id()
         branch_spec = spec.get("branch") or {}
         database = branch_spec.get("database_name") or "neondb"
         role = branch_spec.get("role_name") or f"{database}_owner"
         region = spec.get("region_id") or self.region_id
         proxy_host = f"{region.removeprefix('aws-')}.aws.neon.tech"
-        branch_id = _neon_id("br-", 8)
-        endpoint_id = _neon_id("ep-", 8)
+        branch_id = f"br-{project_id}" if fixed else _neon_id("br-", 8)
+        endpoint_id = f"ep-{project_id}" if fixed else _neon_id("ep-", 8)
         data: JSON = {
             "id": project_id,
             "platform_id": "aws",
@@ -942,11 +1045,19 @@ class NeonDouble:
                 }
             },
         )
-        if self._backing is not None:
+        if self._backing is not None and backing:
             project.real_db[database] = _real_name("db", project_id, database)
             project.real_role[role] = _real_name("role", project_id, role)
             self._backing.create(project.real_db[database], project.real_role[role], password)
         self.projects[project_id] = project
+        self._project_seq[project_id] = self._next_seq
+        self._next_seq += 1
+        if not with_operations:
+            branch.update(current_state="ready")
+            branch.pop("pending_state", None)
+            endpoint.update(current_state="idle")
+            endpoint.pop("pending_state", None)
+            return {"project": {"id": project_id}}
 
         def branch_ready() -> None:
             branch.update(current_state="ready", state_changed_at=_now())
@@ -1126,6 +1237,231 @@ class NeonDouble:
         op = self._operation(project, "start_compute", endpoint_id=endpoint["id"], effects=[started])
         return 200, {"endpoint": dict(endpoint), "operations": [op]}
 
+    # Consumption history ---------------------------------------------------------------------------
+    def _consumption_window(self, query: dict[str, list[str]]) -> list[tuple[datetime, datetime]]:
+        """The timeframes a request covers; 406 when the range does not fit the granularity."""
+        granularity = _q(query, "granularity") or "daily"
+        start = _floor_to(_parse_time(_q(query, "from") or ""), granularity)
+        end = _floor_to(_parse_time(_q(query, "to") or ""), granularity)
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        if start < _HISTORY_START or end < start or now - start > _GRANULARITY_REACH[granularity]:
+            raise _Reply(
+                406,
+                "",
+                f"the range {_iso(start)}..{_iso(end)} is not valid for {granularity} granularity "
+                f"(limited to the last {_GRANULARITY_REACH[granularity]}, from {_iso(_HISTORY_START)})",
+            )
+        return _timeframes(start, end, granularity)
+
+    def _consumption_page(
+        self, query: dict[str, list[str]], *, org_id: str | None
+    ) -> tuple[list[_Project], str | None]:
+        """The page of projects a consumption request covers, newest first, and the next cursor."""
+        wanted = _list_param(query, "project_ids")
+        if wanted:
+            candidates = [self.projects[i] for i in dict.fromkeys(wanted) if i in self.projects]
+        else:
+            candidates = list(self.projects.values())
+        matching = [p for p in candidates if p.data.get("org_id") == org_id]
+        matching.sort(key=lambda p: -self._project_seq.get(p.data["id"], 0))
+        cursor = _q(query, "cursor")
+        if cursor:
+            ids = [p.data["id"] for p in matching]
+            matching = matching[ids.index(cursor) + 1 :] if cursor in ids else []
+        limit = int(_q(query, "limit") or 10)
+        if self.consumption_max_page_size:
+            limit = min(limit, self.consumption_max_page_size)
+        page = matching[:limit]
+        return page, (page[-1].data["id"] if page else None)
+
+    def _totals(self, project_id: str, hours: float) -> dict[str, int]:
+        totals = dict(self.consumption.get(project_id) or _generated_totals(project_id, hours))
+        return totals
+
+    def h_consumption_v2(self, _p: dict[str, str], query: dict[str, list[str]], _b: Any) -> tuple[int, JSON]:
+        if self.consumption_v2_status is not None:
+            status = self.consumption_v2_status
+            raise _Reply(status, "", f"consumption history v2 is not available for this account (HTTP {status})")
+        metrics = _list_param(query, "metrics")
+        unknown = sorted(set(metrics) - V2_METRICS)
+        if unknown:
+            self._violation(f"{CONSUMPTION_V2_ROUTE}: unsupported metrics {unknown}")
+            raise _Reply(400, "INVALID_REQUEST", f"unsupported metrics: {', '.join(unknown)}")
+        frames = self._consumption_window(query)
+        page, cursor = self._consumption_page(query, org_id=_q(query, "org_id"))
+        hours = sum((b - a).total_seconds() for a, b in frames) / 3600
+        projects = []
+        for project in page:
+            totals = self._totals(project.data["id"], hours)
+            consumption = [
+                {
+                    "timeframe_start": _iso(a),
+                    "timeframe_end": _iso(b),
+                    "metrics": [
+                        {"metric_name": m, "value": _split(int(totals.get(m, 0)), len(frames), i)} for m in metrics
+                    ],
+                }
+                for i, (a, b) in enumerate(frames)
+            ]
+            projects.append({"project_id": project.data["id"], "periods": [self._period(project, frames, consumption)]})
+        body: JSON = {"projects": projects}
+        if cursor:
+            body["pagination"] = {"cursor": cursor}
+        return 200, body
+
+    def h_consumption_legacy(self, _p: dict[str, str], query: dict[str, list[str]], _b: Any) -> tuple[int, JSON]:
+        if self.consumption_legacy_status is not None:
+            status = self.consumption_legacy_status
+            raise _Reply(status, "", f"consumption history is not available for this account (HTTP {status})")
+        metrics = _list_param(query, "metrics")
+        unknown = sorted(set(metrics) - LEGACY_METRICS)
+        if unknown:
+            self._violation(f"{CONSUMPTION_LEGACY_ROUTE}: unsupported metrics {unknown}")
+            raise _Reply(400, "INVALID_REQUEST", f"unsupported metrics: {', '.join(unknown)}")
+        wanted = list(dict.fromkeys([*_LEGACY_ALWAYS, *metrics]))
+        if _q(query, "include_v1_metrics") == "true" and not metrics:
+            wanted.append("data_storage_bytes_hour")
+        frames = self._consumption_window(query)
+        page, cursor = self._consumption_page(query, org_id=_q(query, "org_id"))
+        hours = sum((b - a).total_seconds() for a, b in frames) / 3600
+        projects = []
+        for project in page:
+            totals = _legacy_totals(self._totals(project.data["id"], hours))
+            consumption = []
+            for i, (a, b) in enumerate(frames):
+                frame: JSON = {"timeframe_start": _iso(a), "timeframe_end": _iso(b)}
+                for m in wanted:
+                    value = int(totals.get(m, 0))
+                    frame[m] = value if m in _POINT_IN_TIME else _split(value, len(frames), i)
+                consumption.append(frame)
+            projects.append({"project_id": project.data["id"], "periods": [self._period(project, frames, consumption)]})
+        body: JSON = {"projects": projects}
+        if cursor:
+            body["pagination"] = {"cursor": cursor}
+        return 200, body
+
+    def _period(self, project: _Project, frames: list[tuple[datetime, datetime]], consumption: list[JSON]) -> JSON:
+        start = frames[0][0] if frames else datetime.fromtimestamp(self.clock(), UTC)
+        return {
+            "period_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"neon-double/{project.data['id']}/{start:%Y-%m}")),
+            "period_plan": "scale",
+            "period_start": _iso(_floor_to(start, "monthly")),
+            "consumption": consumption,
+        }
+
+
+# Consumption ---------------------------------------------------------------------------------------
+CONSUMPTION_V2_ROUTE = "GET /consumption_history/v2/projects"
+CONSUMPTION_LEGACY_ROUTE = "GET /consumption_history/projects"
+CONSUMPTION_ROUTES = frozenset({CONSUMPTION_V2_ROUTE, CONSUMPTION_LEGACY_ROUTE})
+V2_METRICS = frozenset(
+    {
+        "compute_unit_seconds",
+        "root_branch_bytes_month",
+        "child_branch_bytes_month",
+        "instant_restore_bytes_month",
+        "public_network_transfer_bytes",
+        "private_network_transfer_bytes",
+        "extra_branches_month",
+        "snapshot_storage_bytes_month",
+    }
+)
+LEGACY_METRICS = frozenset(
+    {
+        "active_time_seconds",
+        "compute_time_seconds",
+        "written_data_bytes",
+        "synthetic_storage_size_bytes",
+        "data_storage_bytes_hour",
+        "logical_size_bytes",
+        "logical_size_bytes_hour",
+    }
+)
+_LEGACY_ALWAYS = ("active_time_seconds", "compute_time_seconds", "written_data_bytes", "synthetic_storage_size_bytes")
+_POINT_IN_TIME = frozenset({"synthetic_storage_size_bytes", "logical_size_bytes"})  # sizes: not split over time
+_HISTORY_START = datetime(2024, 3, 1, tzinfo=UTC)
+_GRANULARITY_REACH = {"hourly": timedelta(hours=168), "daily": timedelta(days=60), "monthly": timedelta(days=366)}
+# Neon's byte-month: byte-hours over a 744-hour (31-day) month.
+_NEON_MONTH_HOURS = 744
+
+
+def _parse_time(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _floor_to(value: datetime, granularity: str) -> datetime:
+    value = value.replace(minute=0, second=0, microsecond=0)
+    if granularity in ("daily", "monthly"):
+        value = value.replace(hour=0)
+    if granularity == "monthly":
+        value = value.replace(day=1)
+    return value
+
+
+def _step(value: datetime, granularity: str) -> datetime:
+    if granularity == "hourly":
+        return value + timedelta(hours=1)
+    if granularity == "daily":
+        return value + timedelta(days=1)
+    return (value.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def _timeframes(start: datetime, end: datetime, granularity: str) -> list[tuple[datetime, datetime]]:
+    frames: list[tuple[datetime, datetime]] = []
+    at = start
+    while at < end and len(frames) < 10_000:
+        nxt = _step(at, granularity)
+        frames.append((at, nxt))
+        at = nxt
+    return frames
+
+
+def _generated_totals(project_id: str, hours: float) -> dict[str, int]:
+    """Deterministic use for a project nobody seeded: a steady rate derived from its id."""
+    digest = int.from_bytes(hashlib.sha256(project_id.encode()).digest()[:8], "big")
+    cu_seconds_per_hour = digest % 901  # up to 0.25 CU busy all the time
+    size = 10_000_000 + ((digest >> 16) % 1000) * 1_000_000  # 10 MB .. ~1 GB
+    return {
+        "compute_unit_seconds": int(cu_seconds_per_hour * hours),
+        "root_branch_bytes_month": int(size * hours / _NEON_MONTH_HOURS),
+        "child_branch_bytes_month": 0,
+        "synthetic_storage_size_bytes": size,
+    }
+
+
+def _legacy_totals(v2: dict[str, int]) -> dict[str, int]:
+    """Legacy metrics for a project from its (seeded or generated) v2 totals, unless seeded themselves.
+
+    compute_time_seconds (CPU-seconds) = compute_unit_seconds (1 CU = 1 vCPU); data_storage_bytes_hour =
+    (root + child) byte-months * 720 (a 30-day month, as agentdb counts); the size defaults to root.
+    """
+    storage = v2.get("root_branch_bytes_month", 0) + v2.get("child_branch_bytes_month", 0)
+    compute = v2.get("compute_time_seconds", v2.get("compute_unit_seconds", 0))
+    return {
+        "compute_time_seconds": compute,
+        "active_time_seconds": v2.get("active_time_seconds", compute * 4),
+        "written_data_bytes": v2.get("written_data_bytes", 0),
+        "data_storage_bytes_hour": v2.get("data_storage_bytes_hour", storage * 720),
+        "synthetic_storage_size_bytes": v2.get("synthetic_storage_size_bytes", v2.get("root_branch_bytes_month", 0)),
+        "logical_size_bytes": v2.get("logical_size_bytes", v2.get("root_branch_bytes_month", 0)),
+        "logical_size_bytes_hour": v2.get("logical_size_bytes_hour", storage * 720),
+    }
+
+
+def _split(total: int, parts: int, index: int) -> int:
+    """The ``index``-th of ``parts`` near-equal integer shares of ``total`` (they add up to it)."""
+    base, extra = divmod(total, parts)
+    return base + (1 if index < extra else 0)
+
+
+def _list_param(query: dict[str, list[str]], name: str) -> list[str]:
+    return [v for raw in query.get(name, []) for v in raw.split(",") if v]
+
 
 class _Stop(Exception):
     """A scripted answer is ready: skip the normal handler."""
@@ -1146,6 +1482,8 @@ _ROUTES: dict[str, _Route] = {
     "PATCH /projects/{project_id}/endpoints/{endpoint_id}": NeonDouble.h_update_endpoint,
     "POST /projects/{project_id}/endpoints/{endpoint_id}/suspend": NeonDouble.h_suspend_endpoint,
     "POST /projects/{project_id}/endpoints/{endpoint_id}/start": NeonDouble.h_start_endpoint,
+    CONSUMPTION_V2_ROUTE: NeonDouble.h_consumption_v2,
+    CONSUMPTION_LEGACY_ROUTE: NeonDouble.h_consumption_legacy,
 }
 
 
@@ -1186,6 +1524,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backing-pg-url", default=os.environ.get("NEON_DOUBLE_BACKING_PG_URL"))
     parser.add_argument("--operation-polls", type=int, default=1)
     parser.add_argument("--project-limit", type=int, default=None)
+    parser.add_argument("--consumption-rate-limit", type=int, default=None, help="requests per minute (429 past it)")
     args = parser.parse_args(argv)
     core = str(REPO_ROOT / "layers" / "core")
     if args.backing_pg_url and core not in sys.path:
@@ -1197,6 +1536,7 @@ def main(argv: list[str] | None = None) -> int:
         operation_polls=args.operation_polls,
         project_limit=args.project_limit,
         backing_pg_url=args.backing_pg_url,
+        consumption_rate_limit_per_minute=args.consumption_rate_limit,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

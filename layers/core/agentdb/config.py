@@ -44,6 +44,8 @@ class Settings(BaseModel):
     neon_timeout_seconds: float = Field(10.0, alias="NEON_TIMEOUT_SECONDS", gt=0)
     neon_max_retries: int = Field(5, alias="NEON_MAX_RETRIES", ge=0, le=20)
     neon_operation_wait_seconds: float = Field(60.0, alias="NEON_OPERATION_WAIT_SECONDS", gt=0)
+    # One limit shared by every Lambda for Neon's consumption endpoints, so Neon never answers 429.
+    neon_consumption_requests_per_minute: int = Field(50, alias="NEON_CONSUMPTION_REQUESTS_PER_MINUTE", ge=1)
 
     # Encryption
     keyring: Literal["local", "kms"] = Field("local", alias="KEYRING")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
@@ -9,6 +10,8 @@ from agentdb.config import Settings, get_settings
 from agentdb.errors import ConfigError
 
 if TYPE_CHECKING:
+    from agentdb.billing.ratelimit import ConsumptionRateLimiter
+    from agentdb.billing.service import BillingService
     from agentdb.crypto import Keyring
     from agentdb.lifecycle.service import LifecycleService
     from agentdb.providers.base import DatabaseProvider
@@ -74,7 +77,9 @@ class Services:
         if self.settings.db_provider == "neon":
             from agentdb.providers.neon import NeonProvider
 
-            return NeonProvider(self.settings, api_key=neon_api_key(self.settings))
+            return NeonProvider(
+                self.settings, api_key=neon_api_key(self.settings), rate_limiter=self.consumption_rate_limiter
+            )
         from agentdb.providers.postgres import PostgresProvider
         from agentdb.store import Database
 
@@ -96,6 +101,33 @@ class Services:
         from agentdb.lifecycle.service import LifecycleService
 
         return LifecycleService(self.store, self.provider, self.keyring, self.settings)
+
+    @cached_property
+    def consumption_rate_limiter(self) -> ConsumptionRateLimiter:
+        """Neon's consumption requests, counted in the control plane so every Lambda shares one budget.
+        ``NEON_CONSUMPTION_MAX_WAIT_SECONDS`` (set on the HTTP usage function) bounds the wait for a slot:
+        past it the request fails (the usage API then answers its stored figures) instead of outlasting
+        API Gateway's 30 s."""
+        from agentdb.billing.ratelimit import ConsumptionRateLimiter
+        from agentdb.store.rate_limits import RateLimitStore
+
+        raw = os.environ.get("NEON_CONSUMPTION_MAX_WAIT_SECONDS", "").strip()
+        try:
+            max_wait = float(raw) if raw else None
+        except ValueError:
+            raise ConfigError("invalid configuration: NEON_CONSUMPTION_MAX_WAIT_SECONDS: must be a number") from None
+        return ConsumptionRateLimiter(
+            RateLimitStore(self.store.db),
+            self.settings.neon_consumption_requests_per_minute,
+            max_wait_seconds=max_wait,
+        )
+
+    @cached_property
+    def billing(self) -> BillingService:
+        from agentdb.billing.queue import work_queue_from_env
+        from agentdb.billing.service import BillingService
+
+        return BillingService(self.store, self.provider, self.settings, queue=work_queue_from_env())
 
     @cached_property
     def tool_backend(self) -> ToolBackend:

@@ -138,10 +138,14 @@ class LifecycleService:
             raise NotFound(f"user {user_id!r} not found")
         changed = self.store.set_plan(user_id, plan, at)
         current = self.store.get_user(user_id)
-        return Outcome(
-            "updated" if changed else "ignored",
-            {"userId": user_id, "plan": current.plan if current else plan, "limitCents": self._limit(user_id)},
-        )
+        data: dict[str, Any] = {
+            "userId": user_id,
+            "plan": current.plan if current else plan,
+            "limitCents": self._limit(user_id),
+        }
+        if changed:  # a tier above the spend resumes paused databases; one below it pauses them
+            data.update(self._reevaluate_budget(user_id))
+        return Outcome("updated" if changed else "ignored", data)
 
     def set_custom_budget(self, user_id: str, cents: int | None) -> Outcome:
         user_id = validate_id(user_id, "userId")
@@ -149,7 +153,19 @@ class LifecycleService:
             raise InvalidInput("customBudgetCents must be a non-negative integer or null")
         if not self.store.set_custom_budget(user_id, cents):
             raise NotFound(f"user {user_id!r} not found")
-        return Outcome("updated", {"userId": user_id, "customBudgetCents": cents, "limitCents": self._limit(user_id)})
+        data: dict[str, Any] = {"userId": user_id, "customBudgetCents": cents, "limitCents": self._limit(user_id)}
+        data.update(self._reevaluate_budget(user_id))  # resumes when the new limit is above the spend
+        return Outcome("updated", data)
+
+    def _reevaluate_budget(self, user_id: str) -> dict[str, Any]:
+        """Pause or resume the user's databases for their new limit (billing.service.BillingService.reevaluate).
+        Work that does not fit in this request's time is handed to the usage function."""
+        from agentdb.billing.queue import work_queue_from_env
+        from agentdb.billing.service import LIFECYCLE_ENFORCE_SECONDS, BillingService, Deadline
+
+        billing = BillingService(self.store, self.provider, self.settings, queue=work_queue_from_env())
+        outcome = billing.reevaluate(user_id, deadline=Deadline(LIFECYCLE_ENFORCE_SECONDS))
+        return {"budget": outcome.to_dict()} if outcome is not None else {}
 
     def _limit(self, user_id: str) -> int:
         user = self.store.get_user(user_id)

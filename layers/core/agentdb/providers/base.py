@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 TenantKind = Literal["global", "workspace"]
@@ -65,15 +66,59 @@ class ManagedDatabase:
     created_at: str | None = None
 
 
+# Units shared by every provider (one convention, so costs compare across providers):
+#: A GB is 10^9 bytes (decimal). Neon's API spec does not define the unit of its ``*_bytes`` metrics in
+#: gigabytes, so the SI definition is used; Neon's older billing pages speak of GiB (2^30 bytes, 7.4% more
+#: per unit): change this one constant to follow them.
+BYTES_PER_GB = 1_000_000_000
+#: The billing month used to turn sizes and byte-hours into GB-months: 30 days.
+HOURS_PER_MONTH = 720.0
+SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600.0
+
+
+def as_utc(value: datetime) -> datetime:
+    """An aware UTC datetime (a naive one is taken to be UTC already)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def month_fraction(start: datetime, end: datetime) -> float:
+    """How much of a 30-day month ``[start, end]`` covers (0 when ``end`` is not after ``start``)."""
+    return max((as_utc(end) - as_utc(start)).total_seconds(), 0.0) / SECONDS_PER_MONTH
+
+
 @dataclass(frozen=True)
 class Consumption:
-    """Resource use of one tenant database over a period."""
+    """Resource use of one tenant database over a period.
+
+    * ``compute_cu_hours``: compute-unit hours (1 CU = 1 vCPU; Neon's ``compute_unit_seconds`` / 3600).
+    * ``storage_gb_months``: GB-months over the period, i.e. the average size in GB (``BYTES_PER_GB``)
+      times the fraction of a 30-day month the period covers (``month_fraction``). 10 GB kept for 3 days
+      is 10 * 3/30 = 1 GB-month. Neon reports storage already in byte-months; those are divided by
+      ``BYTES_PER_GB``.
+    * ``source``: where the figures come from: ``"v2"`` (Neon's usage-based consumption API),
+      ``"legacy"`` (Neon's legacy consumption API), ``"project"`` (a Neon project's own counters),
+      ``"postgres"`` (the server's catalog and statistics).
+    * ``period_start`` / ``period_end``: the interval the figures really cover, which can differ from
+      the one asked for: Neon rounds to its granularity, and a Neon project's own counters always
+      cover its current billing period (``consumption_period_start`` to now).
+    * ``compute_cumulative``: when True, ``compute_cu_hours`` is a counter that only grows from
+      ``compute_since`` (None: an origin the server does not report), not the use within the period:
+      the caller keeps the previous reading and bills the difference; a reading below the previous one
+      means the counter was reset, and then the new reading is the use since the reset. The postgres
+      provider reports compute this way (``pg_stat_database.active_time`` counts from the last stats
+      reset).
+    """
 
     project_id: str
     compute_cu_hours: float
     storage_gb_months: float
     written_bytes: int = 0
     transfer_bytes: int = 0
+    source: str = ""
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    compute_cumulative: bool = False
+    compute_since: datetime | None = None
 
 
 class DatabaseProvider(Protocol):
@@ -101,4 +146,13 @@ class DatabaseProvider(Protocol):
 
     def list_managed(self) -> list[ManagedDatabase]:
         """Every database this provider holds under our prefix (reconciliation)."""
+        ...
+
+    def consumption(self, project_ids: list[str], start: datetime, end: datetime) -> dict[str, Consumption]:
+        """Use of each database in ``project_ids`` over ``[start, end]`` (timezone-aware UTC datetimes).
+
+        One call covers a whole batch; the provider decides how many upstream calls it makes. Every id
+        the provider still holds is in the answer (zero use included); an id it does not know (a deleted
+        database) may be left out.
+        """
         ...

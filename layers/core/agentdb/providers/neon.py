@@ -8,6 +8,12 @@ Built from Neon's published OpenAPI spec (``shared/neon/openapi.yaml``). Two rul
   429 and 503 mean Neon did not act, so they are retried for every request (with jittered exponential
   backoff, honouring ``Retry-After``).
 
+Consumption (``NeonProvider.consumption``): ``/consumption_history/v2/projects`` for up to 100 projects
+per request (cursor pages followed), falling back to the legacy ``/consumption_history/projects`` and then
+to each project's own counters where the plan lacks v2 (a 403, remembered per container). Every request
+it sends first passes the shared ``ConsumptionRateLimiter``, so Neon does not answer 429 in normal
+operation.
+
 Secrets: the API key lives only in the ``Authorization`` header; connection URIs are returned to the
 caller and never logged or put into an exception message.
 
@@ -24,17 +30,28 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 
 from agentdb.config import Settings
 from agentdb.errors import ConfigError, Conflict, NotFound, UpstreamError, UpstreamUnavailable
-from agentdb.providers.base import ManagedDatabase, ProvisionedDatabase, Tenant
+from agentdb.providers.base import (
+    BYTES_PER_GB,
+    HOURS_PER_MONTH,
+    Consumption,
+    ManagedDatabase,
+    ProvisionedDatabase,
+    Tenant,
+    as_utc,
+)
+
+if TYPE_CHECKING:
+    from agentdb.billing.ratelimit import ConsumptionRateLimiter
 
 logger = logging.getLogger("agentdb.providers.neon")
 
@@ -45,6 +62,8 @@ PROJECT_NAME_MAX_LENGTH = 256
 # GET /projects `limit`: 1..400.
 _LIST_PAGE_SIZE = 400
 _MAX_PAGES = 1000
+# /consumption_history[/v2]/projects: up to 100 project ids per request, `limit` 1..100.
+CONSUMPTION_BATCH = 100
 
 _RETRY_ALWAYS = frozenset({423, 429, 503})  # Neon did not act on the request: safe for any method
 _OPS_OK = frozenset({"finished", "skipped"})
@@ -57,6 +76,15 @@ class NeonNotFound(NotFound):
     """Neon answered 404: the project (or operation, endpoint, database) does not exist (any more)."""
 
     code = "provider_not_found"
+
+
+class NeonRefused(UpstreamError):
+    """Neon answered a status the caller said it handles itself (``request(..., handled=...)``)."""
+
+    def __init__(self, message: str, *, http_status: int, neon_code: str = "") -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.neon_code = neon_code
 
 
 def _sanitize(text: str, secret: str | None = None, limit: int = 300) -> str:
@@ -152,11 +180,15 @@ class NeonClient:
         params: dict[str, Any] | None = None,
         json: JSON | None = None,
         idempotent: bool | None = None,
+        before_send: Callable[[], object] | None = None,
+        handled: Collection[int] = (),
     ) -> JSON:
         """Send one API call, retrying what is safe to retry; return the JSON body.
 
         ``idempotent`` says whether running the call twice has the same effect as once (default: GET
         and DELETE). Only idempotent calls are retried after a read timeout or a 5xx other than 503.
+        ``before_send`` runs before every attempt, retries included (a rate limiter's ``acquire``).
+        A status in ``handled`` raises NeonRefused (with the status) instead of a mapped domain error.
         """
         method = method.upper()
         if idempotent is None:
@@ -166,6 +198,8 @@ class NeonClient:
         attempt = 0
         while True:
             delay: float
+            if before_send is not None:
+                before_send()
             try:
                 response = self._http.request(method, path, params=query or None, json=json)
             except httpx.TimeoutException as exc:
@@ -192,6 +226,8 @@ class NeonClient:
                 status = response.status_code
                 if status < 400:
                     return self._json(response, what)
+                if status in handled:
+                    raise self._refused(response, what)
                 retryable = status in _RETRY_ALWAYS or (idempotent and status >= 500)
                 if not retryable or attempt >= self.max_retries:
                     raise self._error(response, what, exhausted=retryable, attempts=attempt + 1)
@@ -218,6 +254,20 @@ class NeonClient:
         if not isinstance(body, dict):
             raise UpstreamError(f"Neon API returned an unexpected answer to {what}")
         return body
+
+    def _refused(self, response: httpx.Response, what: str) -> NeonRefused:
+        neon_code, neon_message = "", ""
+        with suppress(ValueError):
+            body = response.json()
+            if isinstance(body, dict):
+                neon_code = str(body.get("code") or "")
+                neon_message = _sanitize(str(body.get("message") or ""), self._api_key)
+        detail = ": ".join(p for p in (neon_code, neon_message) if p)
+        return NeonRefused(
+            f"Neon API answered HTTP {response.status_code} to {what}" + (f" ({detail})" if detail else ""),
+            http_status=response.status_code,
+            neon_code=neon_code,
+        )
 
     def _error(self, response: httpx.Response, what: str, *, exhausted: bool, attempts: int) -> Exception:
         status = response.status_code
@@ -308,8 +358,8 @@ class NeonClient:
             project["branch"] = branch
         return self.request("POST", "/projects", json={"project": project}, idempotent=False)
 
-    def get_project(self, project_id: str) -> JSON:
-        return dict(self.request("GET", f"/projects/{_seg(project_id)}")["project"])
+    def get_project(self, project_id: str, *, before_send: Callable[[], object] | None = None) -> JSON:
+        return dict(self.request("GET", f"/projects/{_seg(project_id)}", before_send=before_send)["project"])
 
     def delete_project(self, project_id: str) -> JSON:
         """DELETE /projects/{id}. Raises NeonNotFound when it is already gone."""
@@ -341,6 +391,53 @@ class NeonClient:
         if not isinstance(uri, str) or not uri:
             raise UpstreamError("Neon API returned no connection URI")
         return uri
+
+    # Consumption --------------------------------------------------------------------------------
+    def iter_consumption(
+        self,
+        path: str,
+        project_ids: list[str],
+        params: dict[str, Any],
+        *,
+        page_size: int = CONSUMPTION_BATCH,
+        before_send: Callable[[], object] | None = None,
+        handled: Collection[int] = (),
+    ) -> Iterator[JSON]:
+        """The per-project entries of a consumption history answer for ``project_ids`` (at most 100),
+        following ``pagination.cursor``.
+
+        Stops as soon as every requested project has been seen, or a page is empty, or Neon gives no
+        (or the same) cursor: a batch whose projects all fit on one page costs one call.
+        """
+        if len(project_ids) > CONSUMPTION_BATCH:
+            raise ValueError(f"at most {CONSUMPTION_BATCH} project ids per consumption request")
+        wanted = set(project_ids)
+        seen: set[str] = set()
+        cursor: str | None = None
+        for _ in range(_MAX_PAGES):
+            page = self.request(
+                "GET",
+                path,
+                params={
+                    **params,
+                    "project_ids": ",".join(project_ids),
+                    "limit": max(1, min(page_size, CONSUMPTION_BATCH)),
+                    "cursor": cursor,
+                },
+                before_send=before_send,
+                handled=handled,
+            )
+            projects = [p for p in page.get("projects") or [] if isinstance(p, dict)]
+            for entry in projects:
+                pid = str(entry.get("project_id"))
+                if pid in wanted and pid not in seen:
+                    seen.add(pid)
+                    yield entry
+            next_cursor = (page.get("pagination") or {}).get("cursor")
+            if not projects or seen >= wanted or not next_cursor or next_cursor == cursor:
+                return
+            cursor = str(next_cursor)
+        raise UpstreamError(f"Neon consumption history for {path} did not end after {_MAX_PAGES} pages")
 
     # Operations ---------------------------------------------------------------------------------
     def list_operations(self, project_id: str, *, limit: int = 100) -> list[JSON]:
@@ -440,6 +537,170 @@ def _age_key(project: JSON) -> tuple[str, str]:
     return (str(project.get("created_at") or ""), str(project.get("id") or ""))
 
 
+# Consumption ------------------------------------------------------------------------------------
+V2_PATH = "/consumption_history/v2/projects"
+LEGACY_PATH = "/consumption_history/projects"
+V2_METRICS = (
+    "compute_unit_seconds",
+    "root_branch_bytes_month",
+    "child_branch_bytes_month",
+    "public_network_transfer_bytes",
+)
+LEGACY_METRICS = (
+    "active_time_seconds",
+    "compute_time_seconds",
+    "written_data_bytes",
+    "synthetic_storage_size_bytes",
+    "data_storage_bytes_hour",
+)
+GRANULARITIES = ("hourly", "daily", "monthly")
+# How far back each granularity reaches (the spec: 168 hours, 60 days, a year), less one step of margin
+# because `from` is rounded down to the granularity.
+_REACH = {"hourly": timedelta(hours=167), "daily": timedelta(days=59), "monthly": timedelta(days=334)}
+# Hourly timeframes for windows up to two days; longer windows go daily (a month of hourly timeframes
+# for 100 projects would be ~72,000 entries per page).
+_HOURLY_MAX_WINDOW = timedelta(hours=48)
+_PLAN_LACKS_IT = 403  # "Not available for this account": the plan has no such endpoint
+_RANGE_INVALID = 406  # "The from and to range is not valid for the selected granularity"
+
+
+def choose_granularity(start: datetime, end: datetime, now: datetime) -> str:
+    """The finest granularity Neon serves for ``[start, end]`` without an oversized answer.
+
+    Hourly for windows up to 48 hours that begin within the last 167 hours; daily when the start is within
+    the last 59 days; monthly beyond that (a year at most).
+    """
+    age = now - start
+    if end - start <= _HOURLY_MAX_WINDOW and age <= _REACH["hourly"]:
+        return "hourly"
+    if age <= _REACH["daily"]:
+        return "daily"
+    return "monthly"
+
+
+def _floor_to(value: datetime, granularity: str) -> datetime:
+    value = value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if granularity in ("daily", "monthly"):
+        value = value.replace(hour=0)
+    if granularity == "monthly":
+        value = value.replace(day=1)
+    return value
+
+
+def _ceil_to(value: datetime, granularity: str) -> datetime:
+    floor = _floor_to(value, granularity)
+    if floor == value.astimezone(UTC):
+        return floor
+    if granularity == "hourly":
+        return floor + timedelta(hours=1)
+    if granularity == "daily":
+        return floor + timedelta(days=1)
+    return (floor.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def align_window(start: datetime, end: datetime, granularity: str) -> tuple[datetime, datetime]:
+    """``start`` rounded down and ``end`` rounded up to the granularity: the timeframes that hold the window.
+
+    Neon rounds ``from`` and ``to`` down; rounding ``to`` up first keeps the current, partial timeframe.
+    """
+    return _floor_to(start, granularity), _ceil_to(end, granularity)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        return None
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def _timeframes(entry: JSON) -> Iterator[JSON]:
+    for period in entry.get("periods") or []:
+        if isinstance(period, dict):
+            for frame in period.get("consumption") or []:
+                if isinstance(frame, dict):
+                    yield frame
+
+
+def consumption_from_v2(entry: JSON, start: datetime, end: datetime) -> Consumption:
+    """One project of a v2 answer: metric values summed over every period and timeframe.
+
+    CU-hours = compute_unit_seconds / 3600; GB-months = (root + child branch byte-months) / BYTES_PER_GB.
+    """
+    totals: dict[str, float] = {}
+    for frame in _timeframes(entry):
+        for metric in frame.get("metrics") or []:
+            if isinstance(metric, dict):
+                name = str(metric.get("metric_name"))
+                totals[name] = totals.get(name, 0.0) + _number(metric.get("value"))
+    storage = totals.get("root_branch_bytes_month", 0.0) + totals.get("child_branch_bytes_month", 0.0)
+    return Consumption(
+        project_id=str(entry["project_id"]),
+        compute_cu_hours=totals.get("compute_unit_seconds", 0.0) / 3600.0,
+        storage_gb_months=storage / BYTES_PER_GB,
+        transfer_bytes=int(totals.get("public_network_transfer_bytes", 0.0)),
+        source="v2",
+        period_start=start,
+        period_end=end,
+    )
+
+
+def consumption_from_legacy(entry: JSON, start: datetime, end: datetime) -> Consumption:
+    """One project of a legacy answer.
+
+    CU-hours = compute_time_seconds (CPU-seconds; 1 CU = 1 vCPU) / 3600. GB-months = byte-hours
+    / BYTES_PER_GB / HOURS_PER_MONTH, the byte-hours being ``data_storage_bytes_hour`` per timeframe, or,
+    where Neon did not send it, ``synthetic_storage_size_bytes`` times the timeframe's hours.
+    """
+    cpu_seconds = written = byte_hours = 0.0
+    for frame in _timeframes(entry):
+        cpu_seconds += _number(frame.get("compute_time_seconds"))
+        written += _number(frame.get("written_data_bytes"))
+        if "data_storage_bytes_hour" in frame:
+            byte_hours += _number(frame.get("data_storage_bytes_hour"))
+        else:
+            frame_start, frame_end = _parse_time(frame.get("timeframe_start")), _parse_time(frame.get("timeframe_end"))
+            hours = (frame_end - frame_start).total_seconds() / 3600 if frame_start and frame_end else 0.0
+            byte_hours += _number(frame.get("synthetic_storage_size_bytes")) * max(hours, 0.0)
+    return Consumption(
+        project_id=str(entry["project_id"]),
+        compute_cu_hours=cpu_seconds / 3600.0,
+        storage_gb_months=byte_hours / BYTES_PER_GB / HOURS_PER_MONTH,
+        written_bytes=int(written),
+        source="legacy",
+        period_start=start,
+        period_end=end,
+    )
+
+
+def consumption_from_project(project: JSON, now: datetime) -> Consumption:
+    """A project's own counters: its current billing period so far (``consumption_period_start`` to now).
+
+    compute_time_seconds (CPU-seconds) / 3600 = CU-hours; data_storage_bytes_hour / BYTES_PER_GB /
+    HOURS_PER_MONTH = GB-months. Neon resets them when a billing period begins, whatever window was asked.
+    """
+    period_end = _parse_time(project.get("consumption_period_end"))
+    return Consumption(
+        project_id=str(project["id"]),
+        compute_cu_hours=_number(project.get("compute_time_seconds", project.get("cpu_used_sec"))) / 3600.0,
+        storage_gb_months=_number(project.get("data_storage_bytes_hour")) / BYTES_PER_GB / HOURS_PER_MONTH,
+        written_bytes=int(_number(project.get("written_data_bytes"))),
+        transfer_bytes=int(_number(project.get("data_transfer_bytes"))),
+        source="project",
+        period_start=_parse_time(project.get("consumption_period_start")),
+        period_end=min(period_end, now) if period_end else now,
+    )
+
+
 _name_locks: dict[str, threading.Lock] = {}
 _name_locks_guard = threading.Lock()
 
@@ -458,7 +719,15 @@ class NeonProvider:
 
     name = "neon"
 
-    def __init__(self, settings: Settings, client: NeonClient | None = None, *, api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: NeonClient | None = None,
+        *,
+        api_key: str | None = None,
+        rate_limiter: ConsumptionRateLimiter | None = None,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
         self._settings = settings
         self._prefix = settings.tenant_name_prefix
         self._wait = settings.neon_operation_wait_seconds
@@ -471,6 +740,21 @@ class NeonProvider:
                 max_retries=settings.neon_max_retries,
             )
         self.client = client
+        if rate_limiter is None:
+            # In-process only: a deployment passes one backed by the control plane (RateLimitStore), so
+            # that every Lambda draws on the same budget.
+            from agentdb.billing.ratelimit import ConsumptionRateLimiter
+
+            rate_limiter = ConsumptionRateLimiter(None, settings.neon_consumption_requests_per_minute)
+        self.rate_limiter = rate_limiter
+        self._now = now or (lambda: datetime.now(UTC))
+        self.consumption_page_size = CONSUMPTION_BATCH
+        # What this account's plan lacks, learnt once per container (a 403), so that later syncs do not
+        # spend rate-limited requests asking again. None = not known to be missing.
+        self.v2_unavailable: str | None = None
+        self.legacy_unavailable: str | None = None
+        self._org_id: str | None = settings.neon_org_id or client.org_id
+        self._org_looked_up = self._org_id is not None
 
     # Names --------------------------------------------------------------------------------------
     def project_name(self, tenant: Tenant) -> str:
@@ -644,3 +928,160 @@ class NeonProvider:
             for p in sorted(self.client.iter_projects(search=self._prefix or None), key=_age_key)
             if str(p.get("name", "")).startswith(starts)
         ]
+
+    # Consumption ----------------------------------------------------------------------------------
+    def consumption(self, project_ids: list[str], start: datetime, end: datetime) -> dict[str, Consumption]:
+        """Use of each project over ``[start, end]``, in batches of 100 project ids per request.
+
+        In order of preference, per batch:
+
+        1. ``GET /consumption_history/v2/projects`` (usage-based plans; needs the organization id, taken
+           from NEON_ORG_ID or else from the first project's ``org_id``). A 406 (range invalid for the
+           granularity) retries with the next coarser granularity.
+        2. On a 403 (the plan lacks v2; remembered for the rest of the container) or when no granularity
+           is accepted: the legacy ``GET /consumption_history/projects``.
+        3. On its 403 (remembered too) or 406: each project's own counters (``GET /projects/{id}``),
+           which cover the project's current billing period, not the window (see ``period_start``).
+
+        Every request passes ``rate_limiter.acquire()`` first (retries included). A requested project
+        absent from a consumption answer had no use in the window and gets zeros; one the project
+        fallback finds deleted (404) is left out.
+        """
+        start, end = as_utc(start), as_utc(end)
+        ids = list(dict.fromkeys(str(p) for p in project_ids))
+        result: dict[str, Consumption] = {}
+        for i in range(0, len(ids), CONSUMPTION_BATCH):
+            result.update(self._consumption_batch(ids[i : i + CONSUMPTION_BATCH], start, end))
+        return result
+
+    def _consumption_batch(self, ids: list[str], start: datetime, end: datetime) -> dict[str, Consumption]:
+        if self.v2_unavailable is None:
+            org_id = self._consumption_org_id(ids)
+            if org_id is None and self._org_looked_up:
+                self._fall_back("v2", "no Neon organization id (set NEON_ORG_ID): the v2 endpoint needs one")
+            elif org_id is not None:
+                try:
+                    return self._consumption_v2(ids, start, end, org_id)
+                except NeonRefused as exc:
+                    if exc.http_status == _PLAN_LACKS_IT:
+                        self._fall_back("v2", str(exc))
+                    else:
+                        logger.warning("neon consumption v2 refused every granularity (%s); trying legacy", exc)
+        if self.legacy_unavailable is None:
+            try:
+                return self._consumption_legacy(ids, start, end)
+            except NeonRefused as exc:
+                if exc.http_status == _PLAN_LACKS_IT:
+                    self._fall_back("legacy", str(exc))
+                else:
+                    logger.warning("neon legacy consumption refused every granularity (%s); using counters", exc)
+        return self._consumption_projects(ids)
+
+    def _fall_back(self, which: str, reason: str) -> None:
+        logger.warning("neon consumption: %s endpoint unavailable for this account (%s); falling back", which, reason)
+        if which == "v2":
+            self.v2_unavailable = reason
+        else:
+            self.legacy_unavailable = reason
+
+    def _consumption_org_id(self, ids: list[str]) -> str | None:
+        """NEON_ORG_ID, else the ``org_id`` of the first project of the batch that exists (looked up once)."""
+        if self._org_looked_up:
+            return self._org_id
+        for pid in ids:
+            try:
+                project = self.client.get_project(pid, before_send=self.rate_limiter.acquire)
+            except NeonNotFound:
+                continue
+            self._org_id = str(project["org_id"]) if project.get("org_id") else None
+            self._org_looked_up = True
+            return self._org_id
+        return None
+
+    def _granularities(self, start: datetime, end: datetime) -> list[str]:
+        first = choose_granularity(start, end, self._now())
+        return list(GRANULARITIES[GRANULARITIES.index(first) :])
+
+    def _consumption_v2(self, ids: list[str], start: datetime, end: datetime, org_id: str) -> dict[str, Consumption]:
+        refused: NeonRefused | None = None
+        for granularity in self._granularities(start, end):
+            frm, to = align_window(start, end, granularity)
+            params = {
+                "from": _iso(frm),
+                "to": _iso(to),
+                "granularity": granularity,
+                "org_id": org_id,
+                "metrics": ",".join(V2_METRICS),
+            }
+            try:
+                entries = list(
+                    self.client.iter_consumption(
+                        V2_PATH,
+                        ids,
+                        params,
+                        page_size=self.consumption_page_size,
+                        before_send=self.rate_limiter.acquire,
+                        handled=(_PLAN_LACKS_IT, _RANGE_INVALID),
+                    )
+                )
+            except NeonRefused as exc:
+                if exc.http_status != _RANGE_INVALID:
+                    raise
+                refused = exc
+                continue
+            except NeonNotFound:
+                raise UpstreamError(
+                    f"Neon: this API key's account is not a member of organization {org_id} (check NEON_ORG_ID)",
+                    code="provider_auth_failed",
+                ) from None
+            found = {str(e["project_id"]): consumption_from_v2(e, frm, to) for e in entries}
+            return {pid: found.get(pid) or _zero(pid, "v2", frm, to) for pid in ids}
+        assert refused is not None
+        raise refused
+
+    def _consumption_legacy(self, ids: list[str], start: datetime, end: datetime) -> dict[str, Consumption]:
+        refused: NeonRefused | None = None
+        for granularity in self._granularities(start, end):
+            frm, to = align_window(start, end, granularity)
+            params = {
+                "from": _iso(frm),
+                "to": _iso(to),
+                "granularity": granularity,
+                "org_id": self._org_id,
+                "metrics": ",".join(LEGACY_METRICS),
+            }
+            try:
+                entries = list(
+                    self.client.iter_consumption(
+                        LEGACY_PATH,
+                        ids,
+                        params,
+                        page_size=self.consumption_page_size,
+                        before_send=self.rate_limiter.acquire,
+                        handled=(_PLAN_LACKS_IT, _RANGE_INVALID),
+                    )
+                )
+            except NeonRefused as exc:
+                if exc.http_status != _RANGE_INVALID:
+                    raise
+                refused = exc
+                continue
+            found = {str(e["project_id"]): consumption_from_legacy(e, frm, to) for e in entries}
+            return {pid: found.get(pid) or _zero(pid, "legacy", frm, to) for pid in ids}
+        assert refused is not None
+        raise refused
+
+    def _consumption_projects(self, ids: list[str]) -> dict[str, Consumption]:
+        """One ``GET /projects/{id}`` per project (rate-limited like the rest); deleted ones are left out."""
+        result: dict[str, Consumption] = {}
+        for pid in ids:
+            try:
+                project = self.client.get_project(pid, before_send=self.rate_limiter.acquire)
+            except NeonNotFound:
+                continue
+            result[pid] = consumption_from_project(project, self._now())
+        return result
+
+
+def _zero(project_id: str, source: str, start: datetime, end: datetime) -> Consumption:
+    return Consumption(project_id, 0.0, 0.0, source=source, period_start=start, period_end=end)

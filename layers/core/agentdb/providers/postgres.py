@@ -12,10 +12,19 @@ import hashlib
 import hmac
 import secrets
 import threading
+from datetime import datetime
 from typing import Any
 
 from agentdb.errors import UpstreamError, UpstreamUnavailable
-from agentdb.providers.base import ManagedDatabase, ProvisionedDatabase, Tenant
+from agentdb.providers.base import (
+    BYTES_PER_GB,
+    Consumption,
+    ManagedDatabase,
+    ProvisionedDatabase,
+    Tenant,
+    as_utc,
+    month_fraction,
+)
 from agentdb.store.db import Database
 
 _DUPLICATE_DATABASE = "42P04"
@@ -174,6 +183,54 @@ class PostgresProvider:
         with self._errors("list tenant roles"):
             rows = self._run("SELECT rolname FROM pg_roles WHERE rolname LIKE :p ORDER BY rolname", p=pattern)
         return [r[0] for r in rows]
+
+    def consumption(self, project_ids: list[str], start: datetime, end: datetime) -> dict[str, Consumption]:
+        """Use of each tenant database (``project_ids`` are database names), in one query for the batch.
+
+        * Storage: ``pg_database_size`` now, taken as the average size over ``[start, end]``:
+          GB-months = bytes / BYTES_PER_GB * the fraction of a 30-day month the window covers.
+        * Compute: ``pg_stat_database.active_time`` (milliseconds spent executing statements, Postgres
+          14+), the database counted as 1 CU while active: CU-hours = active_time / 3,600,000. The
+          server only keeps it as a counter since the last statistics reset (``stats_reset``), so the
+          value is returned as that cumulative counter (``compute_cumulative=True``, ``compute_since`` =
+          the reset time, None if never reset): the sync bills the difference from its previous reading,
+          and a reading below that one means a reset (then the whole new reading is new use). Before
+          Postgres 14 there is no active_time and compute reads 0.
+
+        Names that are not databases on the server (dropped) are left out.
+        """
+        names = list(dict.fromkeys(str(p) for p in project_ids))
+        if not names:
+            return {}
+        start, end = as_utc(start), as_utc(end)
+        fraction = month_fraction(start, end)
+        with self._errors("read tenant database usage"):
+            has_active_time = bool(
+                self._run(
+                    "SELECT 1 FROM pg_attribute WHERE attrelid = 'pg_catalog.pg_stat_database'::regclass"
+                    " AND attname = 'active_time' AND NOT attisdropped"
+                )
+            )
+            active = "s.active_time" if has_active_time else "0::float8"
+            rows = self._run(
+                f"SELECT d.datname, pg_database_size(d.oid), COALESCE({active}, 0), s.stats_reset"
+                " FROM pg_database d LEFT JOIN pg_stat_database s ON s.datid = d.oid"
+                " WHERE d.datname = ANY(CAST(:names AS text[]))",
+                names=names,
+            )
+        result: dict[str, Consumption] = {}
+        for name, size, active_ms, stats_reset in rows:
+            result[name] = Consumption(
+                project_id=name,
+                compute_cu_hours=float(active_ms) / 3_600_000.0,
+                storage_gb_months=int(size) / BYTES_PER_GB * fraction,
+                source="postgres",
+                period_start=start,
+                period_end=end,
+                compute_cumulative=True,
+                compute_since=stats_reset,
+            )
+        return result
 
     def _role_exists(self, name: str) -> bool:
         return bool(self._run("SELECT 1 FROM pg_roles WHERE rolname = :name", name=name))

@@ -1,0 +1,1 @@
+"""Billing: consumption sync, costs against budgets, and the limits that keep upstream APIs happy."""
