@@ -210,6 +210,9 @@ def test_the_usage_view(world: tuple[Services, Metered]) -> None:
     assert view["totalCents"] == TOTAL == view["globalDb"]["costCents"] + sum(a["costCents"] for a in agents.values())
     assert view["limitCents"] == 2000 and view["limitSource"] == "plan" and view["remainingCents"] == 2000 - TOTAL
     assert view["exceeded"] is False and view["currency"] == "USD" and view["plan"] == "pro"
+    # The field names, in US dollars: the same amounts.
+    assert view["total"] == TOTAL / 100 and view["limit"] == 20.0
+    assert agents["ws-a"]["cost"] == 2.3 and view["globalDb"]["cost"] == 0.16
     assert view["periodStart"].endswith("Z") and view["lastSync"].endswith("Z")
     # Fresh (synced under five minutes ago): served from the control plane, no consumption request.
     services.billing.usage("alice")

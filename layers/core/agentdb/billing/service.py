@@ -573,6 +573,7 @@ class BillingService:
             fraction = month_fraction(window_start, row.last_sync) if row.last_sync else 0.0
             gb_months = Decimal(row.storage_gb_months or 0)
             return {
+                "cost": _usd(int(row.cost_cents)),
                 "costCents": int(row.cost_cents),
                 "computeHours": round(float(row.compute_cu_hours or 0), 4),
                 "storageGb": round(float(gb_months) / fraction, 4) if fraction > 0 else 0.0,
@@ -600,6 +601,8 @@ class BillingService:
             "globalDb": global_db,
             "agentDbs": agent_dbs,
             "deletedDbsCostCents": budget.carried_cost_cents,
+            "total": _usd(budget.total_cost_cents),
+            "limit": _usd(limit),
             "totalCents": budget.total_cost_cents,
             "limitCents": limit,
             "limitSource": "custom" if budget.custom_budget_cents is not None else "plan",
@@ -641,3 +644,8 @@ def _camel(name: str) -> str:
 
 def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+def _usd(cents: int) -> float:
+    """Cents as US dollars (the issue's `cost`/`total`/`limit`); the `...Cents` fields are exact."""
+    return round(cents / 100, 2)
