@@ -30,7 +30,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -1003,6 +1003,32 @@ class NeonProvider:
         return list(GRANULARITIES[GRANULARITIES.index(first) :])
 
     def _consumption_v2(self, ids: list[str], start: datetime, end: datetime, org_id: str) -> dict[str, Consumption]:
+        try:
+            return self._consumption_history(V2_PATH, V2_METRICS, consumption_from_v2, "v2", ids, start, end, org_id)
+        except NeonNotFound:
+            raise UpstreamError(
+                f"Neon: this API key's account is not a member of organization {org_id} (check NEON_ORG_ID)",
+                code="provider_auth_failed",
+            ) from None
+
+    def _consumption_legacy(self, ids: list[str], start: datetime, end: datetime) -> dict[str, Consumption]:
+        return self._consumption_history(
+            LEGACY_PATH, LEGACY_METRICS, consumption_from_legacy, "legacy", ids, start, end, self._org_id
+        )
+
+    def _consumption_history(
+        self,
+        path: str,
+        metrics: Sequence[str],
+        convert: Callable[[JSON, datetime, datetime], Consumption],
+        source: str,
+        ids: list[str],
+        start: datetime,
+        end: datetime,
+        org_id: str | None,
+    ) -> dict[str, Consumption]:
+        """One consumption-history endpoint over the batch, from the finest granularity Neon accepts for
+        the window: a 406 (range invalid for that granularity) moves to the next coarser one."""
         refused: NeonRefused | None = None
         for granularity in self._granularities(start, end):
             frm, to = align_window(start, end, granularity)
@@ -1011,12 +1037,12 @@ class NeonProvider:
                 "to": _iso(to),
                 "granularity": granularity,
                 "org_id": org_id,
-                "metrics": ",".join(V2_METRICS),
+                "metrics": ",".join(metrics),
             }
             try:
                 entries = list(
                     self.client.iter_consumption(
-                        V2_PATH,
+                        path,
                         ids,
                         params,
                         page_size=self.consumption_page_size,
@@ -1029,45 +1055,8 @@ class NeonProvider:
                     raise
                 refused = exc
                 continue
-            except NeonNotFound:
-                raise UpstreamError(
-                    f"Neon: this API key's account is not a member of organization {org_id} (check NEON_ORG_ID)",
-                    code="provider_auth_failed",
-                ) from None
-            found = {str(e["project_id"]): consumption_from_v2(e, frm, to) for e in entries}
-            return {pid: found.get(pid) or _zero(pid, "v2", frm, to) for pid in ids}
-        assert refused is not None
-        raise refused
-
-    def _consumption_legacy(self, ids: list[str], start: datetime, end: datetime) -> dict[str, Consumption]:
-        refused: NeonRefused | None = None
-        for granularity in self._granularities(start, end):
-            frm, to = align_window(start, end, granularity)
-            params = {
-                "from": _iso(frm),
-                "to": _iso(to),
-                "granularity": granularity,
-                "org_id": self._org_id,
-                "metrics": ",".join(LEGACY_METRICS),
-            }
-            try:
-                entries = list(
-                    self.client.iter_consumption(
-                        LEGACY_PATH,
-                        ids,
-                        params,
-                        page_size=self.consumption_page_size,
-                        before_send=self.rate_limiter.acquire,
-                        handled=(_PLAN_LACKS_IT, _RANGE_INVALID),
-                    )
-                )
-            except NeonRefused as exc:
-                if exc.http_status != _RANGE_INVALID:
-                    raise
-                refused = exc
-                continue
-            found = {str(e["project_id"]): consumption_from_legacy(e, frm, to) for e in entries}
-            return {pid: found.get(pid) or _zero(pid, "legacy", frm, to) for pid in ids}
+            found = {str(e["project_id"]): convert(e, frm, to) for e in entries}
+            return {pid: found.get(pid) or _zero(pid, source, frm, to) for pid in ids}
         assert refused is not None
         raise refused
 
