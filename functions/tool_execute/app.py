@@ -6,35 +6,15 @@ SQL errors are tool errors (isError: true, HTTP 200); a caller's mistake is a 4x
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, Field
 
-from agentdb.api.http import identity, ok, register_error_handlers
-from agentdb.container import get_services
 from agentdb.observability import lambda_handler
-
-app = APIGatewayHttpResolver(enable_validation=True)
-register_error_handlers(app)
-
-
-class ExecuteRequest(BaseModel):
-    serverId: Annotated[str, Field(min_length=1, max_length=64)]
-    toolName: Annotated[str, Field(min_length=1, max_length=64)]
-    arguments: dict[str, Any] = Field(default_factory=dict)
-    workspaceId: Annotated[str, Field(min_length=1, max_length=128)]
-
-
-@app.post("/mcp/tools/execute")
-def execute_tool(body: Annotated[ExecuteRequest, Body()]) -> Response[str]:
-    caller = identity(app)
-    tools = get_services().tools
-    return ok(tools.execute(caller.user_id, body.workspaceId, body.serverId, body.toolName, body.arguments))
 
 
 @lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    import tool_execute_routes  # the function's own directory is on sys.path, as in Lambda
+
+    return tool_execute_routes.app.resolve(event, context)

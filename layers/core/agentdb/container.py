@@ -6,12 +6,12 @@ import os
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
-from agentdb.config import Settings, get_settings
 from agentdb.errors import ConfigError
 
 if TYPE_CHECKING:
     from agentdb.billing.ratelimit import ConsumptionRateLimiter
     from agentdb.billing.service import BillingService
+    from agentdb.config import Settings
     from agentdb.crypto import Keyring
     from agentdb.lifecycle.service import LifecycleService
     from agentdb.providers.base import DatabaseProvider
@@ -20,8 +20,16 @@ if TYPE_CHECKING:
     from agentdb.tools.service import ToolService
 
 
+def _current_settings() -> Settings:
+    # Imported here, not at module level: a handler module that imports the container stays cheap to
+    # import (pydantic loads on the first invocation, which needs it anyway).
+    from agentdb.config import get_settings
+
+    return get_settings()
+
+
 def control_plane_url(settings: Settings | None = None) -> str:
-    settings = settings or get_settings()
+    settings = settings or _current_settings()
     if settings.database_url:
         return settings.database_url
     if settings.control_plane_secret_arn:
@@ -58,7 +66,7 @@ class Services:
     """Everything a handler needs, built on first use. One instance per warm container."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or get_settings()
+        self.settings = settings or _current_settings()
 
     @cached_property
     def store(self) -> Store:
