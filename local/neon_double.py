@@ -50,7 +50,6 @@ import os
 import random
 import re
 import secrets
-import signal
 import sys
 import threading
 import time
@@ -68,6 +67,8 @@ import yaml
 from jsonschema import Draft7Validator, FormatChecker
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
+
+from local.serving import serve_until_stopped
 
 JSON = dict[str, Any]
 
@@ -1538,20 +1539,12 @@ def main(argv: list[str] | None = None) -> int:
         backing_pg_url=args.backing_pg_url,
         consumption_rate_limit_per_minute=args.consumption_rate_limit,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    url = double.start()
-    print(f"Neon double listening on {url} (NEON_API_URL={url}; API key from --api-key)", flush=True)
-    try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        double.stop()
-        for problem in double.violations:
-            print(f"spec violation: {problem}", file=sys.stderr)
-    return 0
+    return serve_until_stopped(
+        double.start,
+        double.stop,
+        "Neon double listening on {url} (NEON_API_URL={url}; API key from --api-key)",
+        lambda: [f"spec violation: {problem}" for problem in double.violations],
+    )
 
 
 if __name__ == "__main__":

@@ -60,7 +60,6 @@ import contextlib
 import copy
 import json
 import os
-import signal
 import socket
 import sys
 import threading
@@ -74,6 +73,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
+
+from local.serving import serve_until_stopped
 
 if TYPE_CHECKING:
     import mcp_types
@@ -715,20 +716,12 @@ def main(argv: list[str] | None = None) -> int:
         stateless=args.stateless,
         json_response=args.json_response,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    url = double.start()
-    print(f"Neon MCP double listening on {url} (NEON_MCP_URL={url}; API key from --api-key)", flush=True)
-    try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        double.stop()
-        for problem in double.violations:
-            print(f"violation: {problem}", file=sys.stderr)
-    return 0
+    return serve_until_stopped(
+        double.start,
+        double.stop,
+        "Neon MCP double listening on {url} (NEON_MCP_URL={url}; API key from --api-key)",
+        lambda: [f"violation: {problem}" for problem in double.violations],
+    )
 
 
 if __name__ == "__main__":

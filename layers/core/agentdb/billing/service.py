@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -41,6 +41,7 @@ from agentdb.errors import AgentDBError, NotFound, UpstreamUnavailable
 from agentdb.observability import MetricUnit, logger, metrics
 from agentdb.providers.base import Consumption, DatabaseProvider, month_fraction
 from agentdb.store.billing import BillableDatabase, BillingStore, BudgetRow, SyncTarget, UsageRow
+from agentdb.store.repository import TENANT_LOCK_NAMESPACE
 
 if TYPE_CHECKING:
     from agentdb.config import Settings
@@ -60,7 +61,6 @@ SYNC_LEASE = "consumption-sync"
 BILLING_LOCK_NAMESPACE = 7310  # per user: one budget enforcement at a time
 # The lifecycle's per-tenant locks (lifecycle/service.py): a database is not paused while it is provisioned
 # or deleted. tests/unit/test_pricing.py checks the two stay equal.
-TENANT_LOCK_NAMESPACE = {"global": 7301, "workspace": 7302}
 
 
 def utcnow() -> datetime:
@@ -615,22 +615,9 @@ class BillingService:
         }
 
     # Helpers ----------------------------------------------------------------------------------
-    @contextmanager
-    def _lock(self, namespace: int, key: str) -> Iterator[bool]:
-        """A control-plane advisory lock, waited for up to PROVISION_LOCK_WAIT_SECONDS; yields whether it
-        was taken."""
-        end = time.monotonic() + self.settings.provision_lock_wait_seconds
-        delay = 0.02
-        while not self.store.try_lock(namespace, key):
-            if time.monotonic() >= end:
-                yield False
-                return
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
-        try:
-            yield True
-        finally:
-            self.store.unlock(namespace, key)
+    def _lock(self, namespace: int, key: str) -> AbstractContextManager[bool]:
+        """A control-plane advisory lock, waited for up to PROVISION_LOCK_WAIT_SECONDS."""
+        return self.store.advisory_lock(namespace, key, self.settings.provision_lock_wait_seconds)
 
     @staticmethod
     def _log_report(message: str, report: SyncReport) -> None:

@@ -22,13 +22,12 @@ from agentdb.lifecycle import events
 from agentdb.lifecycle.events import parse_detail
 from agentdb.observability import MetricUnit, logger, metrics
 from agentdb.providers.base import DatabaseProvider, Tenant
-from agentdb.store.repository import DatabaseRecord, MemberRecord, Store
+from agentdb.store.repository import TENANT_LOCK_NAMESPACE, DatabaseRecord, MemberRecord, Store
 
 if TYPE_CHECKING:
     from agentdb.crypto import Keyring
 
 ROLES = ("admin", "write", "read")
-_LOCK_NAMESPACE = {"global": 7301, "workspace": 7302}
 MAX_ID_LENGTH = 128
 
 
@@ -322,21 +321,14 @@ class LifecycleService:
     @contextmanager
     def _tenant_lock(self, tenant: Tenant) -> Iterator[None]:
         """Serialise work on one tenant across Lambdas; waits up to PROVISION_LOCK_WAIT_SECONDS."""
-        namespace = _LOCK_NAMESPACE[tenant.kind]
-        deadline = time.monotonic() + self.settings.provision_lock_wait_seconds
-        delay = 0.02
-        while not self.store.try_lock(namespace, tenant.id):
-            if time.monotonic() >= deadline:
+        namespace = TENANT_LOCK_NAMESPACE[tenant.kind]
+        with self.store.advisory_lock(namespace, tenant.id, self.settings.provision_lock_wait_seconds) as locked:
+            if not locked:
                 raise Conflict(
                     f"another request is still provisioning or deleting this {tenant.kind} database; retry shortly",
                     code="operation_in_progress",
                 )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
-        try:
             yield
-        finally:
-            self.store.unlock(namespace, tenant.id)
 
     # Events -----------------------------------------------------------------------------------
     def handle_event(self, event_id: str, detail_type: str, detail: dict[str, Any], at: datetime) -> Outcome:

@@ -3,6 +3,9 @@ column names come from constants here, never from input."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -86,6 +89,9 @@ class BudgetRecord:
     last_sync: datetime | None
 
 
+# Advisory-lock namespace of one tenant's database work: lifecycle and billing take the same lock.
+TENANT_LOCK_NAMESPACE: dict[TenantKind, int] = {"global": 7301, "workspace": 7302}
+
 _DB_TABLES: dict[TenantKind, tuple[str, str]] = {
     "global": ("user_global_database", "user_id"),
     "workspace": ("workspace_database", "workspace_id"),
@@ -125,6 +131,23 @@ class Store:
 
     def unlock(self, namespace: int, key: str) -> None:
         self.db.run("SELECT pg_advisory_unlock(:ns, hashtext(:key))", ns=namespace, key=key)
+
+    @contextmanager
+    def advisory_lock(self, namespace: int, key: str, wait_seconds: float) -> Iterator[bool]:
+        """Hold (namespace, key) across Lambdas, waiting up to ``wait_seconds`` with backoff; yields
+        whether it was taken (the caller decides what not getting it means)."""
+        deadline = time.monotonic() + wait_seconds
+        delay = 0.02
+        while not self.try_lock(namespace, key):
+            if time.monotonic() >= deadline:
+                yield False
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        try:
+            yield True
+        finally:
+            self.unlock(namespace, key)
 
     # Users ------------------------------------------------------------------------------------
     def get_user(self, user_id: str) -> UserRecord | None:
