@@ -150,10 +150,13 @@ def test_seconds_per_request_and_usable_time() -> None:
 
 
 def test_tenant_lock_namespaces_match_the_lifecycle() -> None:
-    from agentdb.billing.service import TENANT_LOCK_NAMESPACE
-    from agentdb.lifecycle.service import _LOCK_NAMESPACE
+    from agentdb.billing import service as billing
+    from agentdb.lifecycle import service as lifecycle
+    from agentdb.store.repository import TENANT_LOCK_NAMESPACE
 
-    assert TENANT_LOCK_NAMESPACE == _LOCK_NAMESPACE
+    # Billing and lifecycle take the very same per-tenant lock: one table, in the store.
+    assert billing.TENANT_LOCK_NAMESPACE is TENANT_LOCK_NAMESPACE is lifecycle.TENANT_LOCK_NAMESPACE
+    assert TENANT_LOCK_NAMESPACE == {"global": 7301, "workspace": 7302}
 
 
 # Figures from one reading -----------------------------------------------------------------------
