@@ -14,7 +14,7 @@ import pytest
 
 from agentdb.config import load_settings
 from agentdb.container import Services
-from agentdb.errors import BudgetExceeded, Conflict, Forbidden, InvalidInput, NotFound
+from agentdb.errors import BudgetExceeded, Conflict, Forbidden, InvalidInput, NotFound, RateLimited
 from agentdb.pgurl import parse_pg_url
 from agentdb.providers.base import Tenant
 from agentdb.store.migrate import migrate
@@ -433,3 +433,130 @@ def test_cross_database_references_do_not_reach_another_tenant(
     assert other is not None
     result = run(tool_services, f'SELECT * FROM "{other.database_name}".public.b_only', ws="ws-a")
     assert sqlstate(result) == "0A000"  # cross-database references are not implemented in Postgres
+
+
+# Connections, the global database without a workspace, rate limits ------------------------------
+def test_a_connection_the_server_closed_is_replaced_before_the_call(
+    tool_services: Services, server: ServerInspector
+) -> None:
+    """BEGIN travels with the statement, so a dead cached connection must be noticed before sending."""
+    tenant_db = tool_services.store.get_database(Tenant("workspace", "ws-a"))
+    assert tenant_db is not None
+    before = rows(run(tool_services, "SELECT pg_backend_pid()"))[0][0]
+    admin = pg8000.native.Connection(**parse_pg_url(server.admin_url).connect_kwargs())
+    try:
+        assert admin.run("SELECT pg_terminate_backend(:pid)", pid=before) == [[True]]
+        # Wait until the server has really closed it: the next call must then reconnect, not fail.
+        admin.run("SELECT pg_sleep(0.2)")
+    finally:
+        admin.close()
+    result = run(tool_services, "SELECT pg_backend_pid()")
+    assert rows(result)[0][0] != before
+    # A write on the fresh connection commits exactly once.
+    run(tool_services, "CREATE TABLE IF NOT EXISTS once (x int)")
+    run(tool_services, "INSERT INTO once VALUES (1)")
+    assert rows(run(tool_services, "SELECT count(*) FROM once")) == [[1]]
+
+
+def test_global_database_without_a_workspace_is_the_callers_own(
+    tool_services: Services, server: ServerInspector
+) -> None:
+    tools = tool_services.tools
+    tools.execute("owner", "ws-a", GLOBAL, "run_sql", {"sql": "CREATE TABLE IF NOT EXISTS mine (x int)"})
+    tools.execute("owner", None, GLOBAL, "run_sql", {"sql": "INSERT INTO mine VALUES (7)"})
+    assert rows(tools.execute("owner", "ws-b", GLOBAL, "run_sql", {"sql": "SELECT x FROM mine"})) == [[7]]
+    # Another user's global database is their own: the table isn't there.
+    assert sqlstate(tools.execute("other", None, GLOBAL, "run_sql", {"sql": "SELECT x FROM mine"})) == "42P01"
+    with pytest.raises(InvalidInput):
+        tools.execute("owner", None, AGENT, "run_sql", {"sql": "SELECT 1"})
+    with pytest.raises(Conflict):  # a user without a global database
+        tools.execute("nobody-at-all", None, GLOBAL, "run_sql", {"sql": "SELECT 1"})
+
+
+@pytest.fixture
+def limited(tool_env: tuple[Services, ServerInspector]) -> Iterator[Services]:
+    """The module's tenants, with small limits and a clock fixed in the middle of a window."""
+    base, _ = tool_env
+    settings = base.settings.model_copy(
+        update={"rate_limit_per_user": 5, "rate_limit_per_workspace": 3, "rate_limit_window_seconds": 60}
+    )
+    services = Services(settings)
+    base.store.db.run("DELETE FROM rate_limit_counters")
+    services.tools.clock = lambda: 1_800_000_030.0  # 30 s into a 60 s window
+    yield services
+    services.tools.backend.close()  # type: ignore[attr-defined]
+    services.store.db.close()
+    base.store.db.run("DELETE FROM rate_limit_counters")
+
+
+def test_rate_limits_per_workspace_and_per_user(limited: Services, server: ServerInspector) -> None:
+    tools = limited.tools
+    for _ in range(3):
+        assert rows(tools.execute("owner", "ws-a", AGENT, "run_sql", {"sql": "SELECT 1"})) == [[1]]
+    with pytest.raises(RateLimited) as over:
+        tools.execute("writer", "ws-a", AGENT, "run_sql", {"sql": "SELECT 1"})  # the workspace's, for everyone
+    assert over.value.status == 429 and over.value.retry_after == 30 and "workspace" in over.value.message
+    # The caller's own limit spans workspaces: 3 + 1 refused above was the writer's; owner has used 3 of 5.
+    assert rows(tools.execute("owner", "ws-b", AGENT, "run_sql", {"sql": "SELECT 1"})) == [[1]]
+    assert rows(tools.execute("owner", None, GLOBAL, "run_sql", {"sql": "SELECT 1"})) == [[1]]
+    with pytest.raises(RateLimited) as mine:
+        tools.execute("owner", "ws-b", AGENT, "run_sql", {"sql": "SELECT 1"})
+    assert "your" in mine.value.message
+    # Listing is not a database operation: it still answers.
+    assert tools.list_tools("owner", "ws-a")["servers"]
+    # The next window starts afresh.
+    tools.clock = lambda: 1_800_000_061.0
+    assert rows(tools.execute("owner", "ws-a", AGENT, "run_sql", {"sql": "SELECT 1"})) == [[1]]
+    # Refusals are audited like any other denial.
+    audit = limited.store.db.run("SELECT count(*) FROM tool_audit_log WHERE error_code = 'rate_limited'")
+    assert audit[0][0] == 2
+
+
+def test_strangers_cannot_spend_a_workspaces_allowance(limited: Services, server: ServerInspector) -> None:
+    for _ in range(4):
+        with pytest.raises(NotFound):
+            limited.tools.execute("stranger", "ws-a", AGENT, "run_sql", {"sql": "SELECT 1"})
+    for _ in range(3):
+        assert rows(limited.tools.execute("owner", "ws-a", AGENT, "run_sql", {"sql": "SELECT 1"})) == [[1]]
+
+
+def test_concurrent_calls_from_many_containers_share_one_count(
+    tool_env: tuple[Services, ServerInspector], server: ServerInspector
+) -> None:
+    """Eight 'containers' (each its own Services and control-plane connection) race 40 calls at a limit
+    of 10: exactly 10 run, whatever the interleaving."""
+    import threading
+
+    base, _ = tool_env
+    base.store.db.run("DELETE FROM rate_limit_counters")
+    settings = base.settings.model_copy(update={"rate_limit_per_user": 0, "rate_limit_per_workspace": 10})
+    containers = [Services(settings) for _ in range(8)]
+    for c in containers:
+        c.tools.clock = lambda: 1_800_000_030.0
+    allowed, refused, errors = [], [], []
+    start = threading.Barrier(len(containers))
+
+    def worker(services: Services) -> None:
+        start.wait()
+        for _ in range(5):
+            try:
+                services.tools.execute("owner", "ws-b", AGENT, "run_sql", {"sql": "SELECT 1"})
+                allowed.append(1)
+            except RateLimited:
+                refused.append(1)
+            except Exception as exc:  # pragma: no cover - reported by the assertion below
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in containers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for c in containers:
+        c.tools.backend.close()  # type: ignore[attr-defined]
+        c.store.db.close()
+    assert errors == []
+    assert len(allowed) == 10 and len(refused) == 30
+    count = base.store.db.run("SELECT count FROM rate_limit_counters WHERE key = 'tools:workspace:ws-b'")
+    assert count == [[10]]
+    base.store.db.run("DELETE FROM rate_limit_counters")

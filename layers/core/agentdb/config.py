@@ -65,6 +65,11 @@ class Settings(BaseModel):
     sql_idle_in_transaction_timeout_ms: int = Field(15000, alias="SQL_IDLE_IN_TRANSACTION_TIMEOUT_MS", gt=0)
     sql_max_rows: int = Field(1000, alias="SQL_MAX_ROWS", gt=0)
     sql_max_result_bytes: int = Field(1048576, alias="SQL_MAX_RESULT_BYTES", gt=0)
+    # Rate limits on database operations (tools, explorer, MCP endpoint): calls per fixed window, counted in the
+    # control plane so every Lambda shares them; 0 turns a limit off.
+    rate_limit_window_seconds: int = Field(60, alias="RATE_LIMIT_WINDOW_SECONDS", ge=1, le=3600)
+    rate_limit_per_user: int = Field(1200, alias="RATE_LIMIT_PER_USER", ge=0)
+    rate_limit_per_workspace: int = Field(600, alias="RATE_LIMIT_PER_WORKSPACE", ge=0)
 
     # Cost and budgets
     default_plan: Plan = Field("free", alias="DEFAULT_PLAN")

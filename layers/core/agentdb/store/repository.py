@@ -3,6 +3,7 @@ column names come from constants here, never from input."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,6 +78,19 @@ class ToolAccess:
     global_db: RouteRecord | None
     owner_budget_exceeded: bool
     caller_budget_exceeded: bool
+    # With a RateTake: whether this call fit under the caller's and the workspace's limits (None: not counted).
+    user_within_limit: bool | None = None
+    workspace_within_limit: bool | None = None
+    opened_window: bool = False  # this call was the first of the caller's window
+
+
+@dataclass(frozen=True)
+class RateTake:
+    """Count one call against the caller's and the workspace's fixed-window limits (0: no limit)."""
+
+    window_start: datetime
+    user_limit: int
+    workspace_limit: int
 
 
 @dataclass(frozen=True)
@@ -383,25 +397,24 @@ class Store:
         return _db_record(tenant, rows[0])
 
     # Tools ------------------------------------------------------------------------------------
-    def tool_access(self, workspace_id: str, user_id: str) -> ToolAccess:
-        rows = self.db.run(
-            "SELECT w.id IS NOT NULL AND w.deleted_at IS NULL, w.owner_user_id, m.role,"
-            " wd.status, wd.provider, wd.ownership_type, wd.neon_project_id, wd.neon_branch_id, wd.database_name,"
-            " wd.neon_connection_uri, wd.readonly_connection_uri,"
-            " gd.status, gd.provider, gd.ownership_type, gd.neon_project_id, gd.neon_branch_id, gd.database_name,"
-            " gd.neon_connection_uri, gd.readonly_connection_uri,"
-            " COALESCE(ob.budget_exceeded, false), COALESCE(cb.budget_exceeded, false)"
-            " FROM (SELECT CAST(:ws AS text) AS ws, CAST(:user AS text) AS uid) x"
-            " LEFT JOIN workspaces w ON w.id = x.ws"
-            " LEFT JOIN workspace_members m ON m.workspace_id = x.ws AND m.user_id = x.uid"
-            " LEFT JOIN workspace_database wd ON wd.workspace_id = x.ws"
-            " LEFT JOIN user_global_database gd ON gd.user_id = x.uid"
-            " LEFT JOIN user_db_budget ob ON ob.user_id = w.owner_user_id"
-            " LEFT JOIN user_db_budget cb ON cb.user_id = x.uid",
-            ws=workspace_id,
-            user=user_id,
+    def tool_access(self, workspace_id: str | None, user_id: str, rate: RateTake | None = None) -> ToolAccess:
+        """Authorisation, routing and budget state for one call, in one round trip. With ``rate`` the same
+        statement also counts the call in the shared rate-limit windows (``rate_limit_counters``): the
+        caller's always, the workspace's only when the caller is its owner or a member, so that nobody can
+        spend another workspace's allowance."""
+        counting = rate is not None and (rate.user_limit > 0 or rate.workspace_limit > 0)
+        sql = _tool_access_sql(
+            count_user=counting and rate is not None and rate.user_limit > 0,
+            count_workspace=counting and rate is not None and rate.workspace_limit > 0 and workspace_id is not None,
         )
-        r = rows[0]
+        params: dict[str, Any] = {"ws": workspace_id, "user": user_id}
+        if counting and rate is not None:
+            params["window_start"] = rate.window_start
+            if rate.user_limit > 0:
+                params.update(user_key=f"tools:user:{user_id}", user_limit=rate.user_limit)
+            if rate.workspace_limit > 0 and workspace_id is not None:
+                params.update(ws_key=f"tools:workspace:{workspace_id}", ws_limit=rate.workspace_limit)
+        r = self.db.run(sql, **params)[0]
         return ToolAccess(
             workspace_exists=bool(r[0]),
             owner_user_id=r[1],
@@ -410,6 +423,9 @@ class Store:
             global_db=RouteRecord(*r[11:19]) if r[11] is not None else None,
             owner_budget_exceeded=bool(r[19]),
             caller_budget_exceeded=bool(r[20]),
+            user_within_limit=(r[21] is not None) if "user_key" in params else None,
+            workspace_within_limit=(r[22] is not None) if "ws_key" in params else None,
+            opened_window=r[21] == 1,
         )
 
     def record_tool_call(
@@ -456,3 +472,46 @@ class Store:
             id=event_id,
             type=detail_type,
         )
+
+
+_TAKE_CTE = (
+    "{name} AS (INSERT INTO rate_limit_counters AS c (key, window_start, count)"
+    " SELECT CAST(:{key} AS text), CAST(:window_start AS timestamptz), 1 {where}"
+    " ON CONFLICT (key, window_start) DO UPDATE SET count = c.count + 1 WHERE c.count < :{limit}"
+    " RETURNING c.count)"
+)
+_IS_MEMBER = (
+    "WHERE EXISTS (SELECT 1 FROM workspaces w LEFT JOIN workspace_members m"
+    " ON m.workspace_id = w.id AND m.user_id = CAST(:user AS text)"
+    " WHERE w.id = CAST(:ws AS text) AND w.deleted_at IS NULL"
+    " AND (w.owner_user_id = CAST(:user AS text) OR m.user_id IS NOT NULL))"
+)
+
+
+@functools.cache
+def _tool_access_sql(*, count_user: bool, count_workspace: bool) -> str:
+    """The tool-access query, with the rate-limit counting CTEs it needs (an INSERT ... ON CONFLICT that
+    returns a row only while the window's count is below the limit: atomic across every Lambda)."""
+    ctes = []
+    if count_user:
+        ctes.append(_TAKE_CTE.format(name="user_take", key="user_key", limit="user_limit", where=""))
+    if count_workspace:
+        ctes.append(_TAKE_CTE.format(name="ws_take", key="ws_key", limit="ws_limit", where=_IS_MEMBER))
+    return (
+        ("WITH " + ", ".join(ctes) + " " if ctes else "")
+        + "SELECT w.id IS NOT NULL AND w.deleted_at IS NULL, w.owner_user_id, m.role,"
+        " wd.status, wd.provider, wd.ownership_type, wd.neon_project_id, wd.neon_branch_id, wd.database_name,"
+        " wd.neon_connection_uri, wd.readonly_connection_uri,"
+        " gd.status, gd.provider, gd.ownership_type, gd.neon_project_id, gd.neon_branch_id, gd.database_name,"
+        " gd.neon_connection_uri, gd.readonly_connection_uri,"
+        " COALESCE(ob.budget_exceeded, false), COALESCE(cb.budget_exceeded, false),"
+        + (" (SELECT count FROM user_take)," if count_user else " NULL,")
+        + (" (SELECT count FROM ws_take)" if count_workspace else " NULL")
+        + " FROM (SELECT CAST(:ws AS text) AS ws, CAST(:user AS text) AS uid) x"
+        " LEFT JOIN workspaces w ON w.id = x.ws"
+        " LEFT JOIN workspace_members m ON m.workspace_id = x.ws AND m.user_id = x.uid"
+        " LEFT JOIN workspace_database wd ON wd.workspace_id = x.ws"
+        " LEFT JOIN user_global_database gd ON gd.user_id = x.uid"
+        " LEFT JOIN user_db_budget ob ON ob.user_id = w.owner_user_id"
+        " LEFT JOIN user_db_budget cb ON cb.user_id = x.uid"
+    )

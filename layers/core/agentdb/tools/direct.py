@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from uuid import UUID
 
 from agentdb.errors import UpstreamUnavailable
@@ -81,14 +82,14 @@ class DirectBackend:
 
         end = "ROLLBACK" if read_only else "COMMIT"
 
-        def body(conn: pg8000.native.Connection) -> tuple[ToolOutcome, bool]:
+        def body(conn: pg8000.native.Connection, begin: str) -> tuple[ToolOutcome, bool]:
             results, ended = [], False
             for index, statement in enumerate(statements):
-                if index:  # the first statement runs under the timeouts set with BEGIN
-                    conn.run(_timeouts_sql(limits))
+                # The first statement travels with BEGIN and the timeouts; each later one gets them again.
+                prefix = begin if index == 0 else _timeouts_sql(limits)
                 last_one = index == len(statements) - 1
                 outcome, ended = _execute(
-                    conn, statement, limits, wrap=index not in direct, end=end if last_one else None
+                    conn, statement, limits, wrap=index not in direct, prefix=prefix, end=end if last_one else None
                 )
                 results.append(outcome)
             last = results[-1]
@@ -100,37 +101,61 @@ class DirectBackend:
             return last, ended
 
         try:
-            return self._transaction(target, limits, read_only, body)
+            return self._transaction(target, limits, read_only, body, begin_in_body=True)
         except _WrapRefused as refused:
             # The statement is valid but cannot be a subquery (e.g. SELECT … INTO): replay the whole call
             # once with that statement run unwrapped. The failed attempt was rolled back.
             direct.add(statements.index(refused.statement))
-            return self._transaction(target, limits, read_only, body)
+            return self._transaction(target, limits, read_only, body, begin_in_body=True)
 
     # Transactions and connections ------------------------------------------------------------------
+    @overload
     def _transaction(
         self,
         target: ToolTarget,
         limits: Limits,
         read_only: bool,
         body: Callable[[pg8000.native.Connection], tuple[T, bool]],
+    ) -> T: ...
+
+    @overload
+    def _transaction(
+        self,
+        target: ToolTarget,
+        limits: Limits,
+        read_only: bool,
+        body: Callable[[pg8000.native.Connection, str], tuple[T, bool]],
+        *,
+        begin_in_body: Literal[True],
+    ) -> T: ...
+
+    def _transaction(
+        self,
+        target: ToolTarget,
+        limits: Limits,
+        read_only: bool,
+        body: Callable[..., tuple[T, bool]],
+        *,
+        begin_in_body: bool = False,
     ) -> T:
         """Run ``body`` in one transaction. The body returns (result, ended): ended when it sent the
-        COMMIT/ROLLBACK itself, in the same round trip as its last statement."""
+        COMMIT/ROLLBACK itself, in the same round trip as its last statement. With ``begin_in_body`` the
+        body is handed the BEGIN (and timeouts) to send with its first statement, saving a round trip."""
         import pg8000.exceptions
 
         # BEGIN and the timeouts travel in one round trip (simple query protocol, no parameters).
         begin = ("BEGIN READ ONLY; " if read_only else "BEGIN; ") + _timeouts_sql(limits)
         conn = self._connection(target, limits)
+        if not begin_in_body:
+            try:
+                conn.run(begin)
+            except (pg8000.exceptions.InterfaceError, OSError):
+                # The connection broke between the staleness check and BEGIN: nothing ran, reconnect once.
+                self._discard(target)
+                conn = self._connection(target, limits)
+                conn.run(begin)
         try:
-            conn.run(begin)
-        except (pg8000.exceptions.InterfaceError, OSError):
-            # A cached connection went stale (server restart, idle cut): reconnect once.
-            self._discard(target)
-            conn = self._connection(target, limits)
-            conn.run(begin)
-        try:
-            result, ended = body(conn)
+            result, ended = body(conn, begin) if begin_in_body else body(conn)
             if not ended:
                 conn.run("ROLLBACK" if read_only else "COMMIT")
             return result
@@ -157,9 +182,11 @@ class DirectBackend:
         key = (target.cache_key, target.read_only)
         with self._lock:
             conn = self._connections.get(key)
-            if conn is not None:
+            if conn is not None and not _looks_closed(conn):
                 self._connections.move_to_end(key)
                 return conn
+        if conn is not None:  # the server closed it while it sat idle (restart, idle or session timeout)
+            self._discard(target)
         timeout = limits.statement_timeout_ms / 1000 + _SOCKET_MARGIN_SECONDS
         try:
             kwargs = parse_pg_url(target.connection_uri()).connect_kwargs(
@@ -191,6 +218,20 @@ class _WrapRefused(Exception):
     def __init__(self, statement: str) -> None:
         super().__init__("statement cannot be wrapped")
         self.statement = statement
+
+
+def _looks_closed(conn: pg8000.native.Connection) -> bool:
+    """True when an idle connection has something to read: between calls the server sends nothing
+    unless it is closing the connection (a FATAL error, then EOF). A zero-timeout poll costs microseconds
+    and lets a call's first message carry BEGIN and the statement together, with no retry needed."""
+    sock = getattr(conn, "_usock", None)
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):  # closed or invalid descriptor
+        return True
+    return bool(readable)
 
 
 def _close_quietly(conn: pg8000.native.Connection) -> None:
@@ -232,11 +273,12 @@ def _capped(source: str, limits: Limits) -> str:
 
 
 def _execute(
-    conn: pg8000.native.Connection, statement: str, limits: Limits, *, wrap: bool, end: str | None
+    conn: pg8000.native.Connection, statement: str, limits: Limits, *, wrap: bool, prefix: str, end: str | None
 ) -> tuple[ToolOutcome, bool]:
-    """Run one statement. A wrapped statement carries ``end`` (COMMIT/ROLLBACK) in the same round
-    trip; returns whether it did. If the statement fails, the rest of the message is skipped and the
-    caller's ROLLBACK ends the transaction."""
+    """Run one statement after ``prefix`` (BEGIN and/or the timeouts, whose one row is dropped). A wrapped
+    statement carries the prefix and ``end`` (COMMIT/ROLLBACK) in the same round trip; returns whether it
+    ended the transaction. If the statement fails, the rest of the message is skipped and the caller's
+    ROLLBACK ends the transaction."""
     import pg8000.exceptions
 
     kind = classify(statement)
@@ -245,9 +287,11 @@ def _execute(
     elif wrap and kind.kind is StatementKind.DML and kind.has_returning:
         sql = f"WITH q AS ({statement}) " + _capped("q", limits)
     else:
+        conn.run(prefix)  # a plain statement's result must not mix with the prefix's row
         return _plain(conn, statement, limits), False
     try:
-        rows = conn.run(f"{sql}; {end}" if end else sql) or []
+        # pg8000 gathers the rows of every statement in a message: the prefix's one row comes first.
+        rows = (conn.run(f"{prefix}; {sql}; {end}" if end else f"{prefix}; {sql}") or [])[1:]
     except pg8000.exceptions.DatabaseError as exc:
         if _sql_error(exc).sqlstate in _WRAP_FAILED and _wrapping_was_the_problem(exc):
             raise _WrapRefused(statement) from None

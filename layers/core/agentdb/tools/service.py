@@ -6,19 +6,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from agentdb.config import Settings
 from agentdb.crypto import connection_uri_context, readonly_uri_context
-from agentdb.errors import AgentDBError, BudgetExceeded, Conflict, Forbidden, InvalidInput, NotFound
+from agentdb.errors import AgentDBError, BudgetExceeded, Conflict, Forbidden, InvalidInput, NotFound, RateLimited
 from agentdb.observability import MetricUnit, logger, metrics
 from agentdb.providers.base import Tenant
-from agentdb.store.repository import RouteRecord, Store, ToolAccess
+from agentdb.store.rate_limits import RateLimitStore
+from agentdb.store.repository import RateTake, RouteRecord, Store, ToolAccess
 from agentdb.tools import sqlguard
 from agentdb.tools.backend import Limits, SqlError, ToolBackend, ToolName, ToolOutcome, ToolTarget
 from agentdb.tools.catalog import AGENT_SERVER, GLOBAL_SERVER, ROUTING_ARGUMENTS, SERVERS, TOOLS, tools_for
@@ -35,7 +38,7 @@ _URI_CACHE_TTL_SECONDS = 300.0
 class Grant:
     """What the caller may do in a workspace."""
 
-    role: str  # owner | admin | write | read
+    role: str  # owner | admin | write | read | self (the caller's own global database, no workspace)
     access: ToolAccess
 
     def read_only(self, server_id: str) -> bool:
@@ -59,6 +62,10 @@ class ToolService:
         self.keyring = keyring
         self.backend = backend
         self.limits = limits_from(settings)
+        self.rate_window_seconds = settings.rate_limit_window_seconds
+        self.rate_per_user = settings.rate_limit_per_user
+        self.rate_per_workspace = settings.rate_limit_per_workspace
+        self.clock = time.time  # epoch seconds; the rate-limit windows follow it (tests set their own)
         self._uris: dict[str, tuple[str, float]] = {}
 
     # Listing ----------------------------------------------------------------------------------
@@ -81,17 +88,28 @@ class ToolService:
 
     # Execution --------------------------------------------------------------------------------
     def execute(
-        self, user_id: str, workspace_id: str, server_id: str, tool_name: str, arguments: dict[str, Any] | None
+        self,
+        user_id: str,
+        workspace_id: str | None,
+        server_id: str,
+        tool_name: str,
+        arguments: dict[str, Any] | None,
     ) -> dict[str, Any]:
         """Run one tool call and return an MCP CallToolResult. SQL errors are results (isError: true);
-        a caller's mistake or a refusal by policy is an AgentDBError (4xx)."""
+        a caller's mistake or a refusal by policy (403, 404, 402 budget, 429 rate limit) is an AgentDBError.
+
+        ``workspace_id=None`` (global server only) means the caller's own global database, with no workspace:
+        the explorer's /users/{userId}/global-database routes. Every database operation of the bundle
+        (tools, explorer, MCP endpoint) comes through here: one authorisation, guard, limit and audit path."""
         started = time.perf_counter()
         outcome: ToolOutcome | None = None
         audit_outcome: str = "failed"
         error_code: str | None = "unexpected"
         try:
             tool, args = self._validate(server_id, tool_name, arguments)
-            grant = self._authorize(user_id, workspace_id)
+            if workspace_id is None and server_id != GLOBAL_SERVER:
+                raise InvalidInput(f"workspaceId is required for {server_id}")
+            grant = self._authorize(user_id, workspace_id, count=True)
             target = self._target(grant, user_id, workspace_id, server_id, tool)
             try:
                 self._guard(tool, args, target.read_only)
@@ -133,24 +151,59 @@ class ToolService:
             raise InvalidInput(f"{tool_name}: {where}: {first['msg']}", code="invalid_arguments") from None
         return spec.name, parsed.model_dump(by_alias=True, exclude_none=True)  # type: ignore[return-value]
 
-    def _authorize(self, user_id: str, workspace_id: str) -> Grant:
-        if not workspace_id or len(workspace_id) > 128:
+    def _authorize(self, user_id: str, workspace_id: str | None, *, count: bool = False) -> Grant:
+        """One control-plane query: membership, routing, budgets and, for a call (``count``), the rate limits."""
+        if workspace_id is not None and (not workspace_id or len(workspace_id) > 128):
             raise InvalidInput("workspaceId must be a string of 1 to 128 characters")
-        access = self.store.tool_access(workspace_id, user_id)
-        if not access.workspace_exists:
+        now = self.clock()
+        access = self.store.tool_access(workspace_id, user_id, self._rate_take(now) if count else None)
+        if workspace_id is None:
+            grant = Grant("self", access)
+        elif not access.workspace_exists:
             raise NotFound("workspace not found, or you are not a member of it")
-        if access.owner_user_id == user_id:
-            return Grant("owner", access)
-        if access.member_role is None:
+        elif access.owner_user_id == user_id:
+            grant = Grant("owner", access)
+        elif access.member_role is None:
             raise NotFound("workspace not found, or you are not a member of it")
-        return Grant(access.member_role, access)
+        else:
+            grant = Grant(access.member_role, access)
+        if count:
+            self._enforce_rate_limits(access, now)
+        return grant
 
-    def _target(self, grant: Grant, user_id: str, workspace_id: str, server_id: str, tool: ToolName) -> ToolTarget:
+    def _rate_take(self, now: float) -> RateTake | None:
+        if self.rate_per_user <= 0 and self.rate_per_workspace <= 0:
+            return None
+        start = math.floor(now / self.rate_window_seconds) * self.rate_window_seconds
+        return RateTake(datetime.fromtimestamp(start, UTC), self.rate_per_user, self.rate_per_workspace)
+
+    def _enforce_rate_limits(self, access: ToolAccess, now: float) -> None:
+        if access.opened_window:  # the caller's first call of a window: drop windows nobody reads any more
+            try:
+                RateLimitStore(self.store.db).cleanup(now)
+            except Exception as exc:  # housekeeping never fails a call
+                logger.warning("could not clean up rate-limit windows", extra={"error": type(exc).__name__})
+        for within, what, limit in (
+            (access.user_within_limit, "your", self.rate_per_user),
+            (access.workspace_within_limit, "this workspace's", self.rate_per_workspace),
+        ):
+            if within is False:
+                retry_after = max(1, math.ceil(self.rate_window_seconds - now % self.rate_window_seconds))
+                metrics.add_metric(name="ToolCallRateLimited", unit=MetricUnit.Count, value=1)
+                raise RateLimited(
+                    f"{what} database operations are limited to {limit} per {self.rate_window_seconds} s;"
+                    f" try again in {retry_after} s",
+                    retry_after=retry_after,
+                )
+
+    def _target(
+        self, grant: Grant, user_id: str, workspace_id: str | None, server_id: str, tool: ToolName
+    ) -> ToolTarget:
         read_only = grant.read_only(server_id)
         if read_only and tool == "run_sql_transaction":
             raise Forbidden("your role in this workspace is read-only: run_sql_transaction is not available")
         access = grant.access
-        if server_id == AGENT_SERVER:
+        if server_id == AGENT_SERVER and workspace_id is not None:
             tenant, record, over_budget = (
                 Tenant("workspace", workspace_id),
                 access.agent_db,
@@ -242,7 +295,7 @@ class ToolService:
     def _audit(
         self,
         user_id: str,
-        workspace_id: str,
+        workspace_id: str | None,
         server_id: str,
         tool_name: str,
         duration_ms: int,
@@ -254,7 +307,7 @@ class ToolService:
         try:
             self.store.record_tool_call(
                 user_id=user_id,
-                workspace_id=workspace_id[:128] or None,
+                workspace_id=(workspace_id or "")[:128] or None,
                 server_id=server_id[:64],
                 tool_name=tool_name[:64],
                 duration_ms=duration_ms,
