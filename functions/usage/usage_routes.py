@@ -11,6 +11,7 @@ from __future__ import annotations
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
 from agentdb.api.http import identity, ok, register_error_handlers
+from agentdb.api.schemas import Open, envelope, json_response, responses
 from agentdb.container import get_services
 from agentdb.errors import Forbidden, InvalidInput
 
@@ -21,7 +22,42 @@ register_error_handlers(app)
 _HTTP_RESERVE_SECONDS = 8.0
 
 
-@app.get("/users/<userId>/db-usage")
+class DatabaseUsage(Open):
+    cost: str
+    costCents: int
+    computeHours: float
+    storageGb: float
+    paused: bool
+    status: str | None
+
+
+class AgentDatabaseUsage(DatabaseUsage):
+    workspaceId: str
+    workspaceName: str | None
+
+
+class Usage(Open):
+    userId: str
+    plan: str
+    currency: str
+    refreshed: bool
+    stale: bool
+    globalDb: DatabaseUsage | None
+    agentDbs: list[AgentDatabaseUsage]
+    totalCents: int
+    limitCents: int
+    remainingCents: int
+    exceeded: bool
+
+
+_RESPONSES = responses(
+    {200: json_response(envelope("UsageEnvelope", Usage), "the period's cost per database against the budget")},
+    403, 404,
+    s403="another user's usage without the admin scope",
+)  # fmt: skip
+
+
+@app.get("/users/<userId>/db-usage", summary="Database usage and budget", tags=["usage"], responses=_RESPONSES)
 def db_usage(userId: str) -> Response[str]:
     from agentdb.billing.service import Deadline
 

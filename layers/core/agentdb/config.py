@@ -80,6 +80,14 @@ class Settings(BaseModel):
     budget_team_cents: int = Field(5000, alias="BUDGET_TEAM_CENTS", ge=0)
     budget_enterprise_cents: int = Field(10000, alias="BUDGET_ENTERPRISE_CENTS", ge=0)
 
+    # Reconciliation (README "Reconciliation"): orphans younger than the grace period are kept (a provisioning
+    # may be creating them); records unchanged in provisioning/deleting/failed this long are retried.
+    reconcile_grace_seconds: int = Field(3600, alias="RECONCILE_GRACE_SECONDS", ge=0)
+    reconcile_stuck_seconds: int = Field(1800, alias="RECONCILE_STUCK_SECONDS", ge=60)
+    reconcile_dry_run: bool = Field(False, alias="RECONCILE_DRY_RUN")
+    # More orphans due for deletion (or missing databases) than this in one run: reported, not acted on.
+    reconcile_max_changes: int = Field(50, alias="RECONCILE_MAX_CHANGES", ge=0)
+
     # Local gateway only
     local_jwt_secret: str | None = Field(None, alias="LOCAL_JWT_SECRET")
 

@@ -13,8 +13,11 @@ if TYPE_CHECKING:
     from agentdb.billing.service import BillingService
     from agentdb.config import Settings
     from agentdb.crypto import Keyring
+    from agentdb.crypto.rotation import KeyRotation
+    from agentdb.explorer.service import ExplorerService
     from agentdb.lifecycle.service import LifecycleService
     from agentdb.providers.base import DatabaseProvider
+    from agentdb.reconcile.service import ReconcileService
     from agentdb.store import Store
     from agentdb.tools.backend import ToolBackend
     from agentdb.tools.service import ToolService
@@ -157,6 +160,26 @@ class Services:
         from agentdb.tools.service import ToolService
 
         return ToolService(self.store, self.keyring, self.tool_backend, self.settings)
+
+    @cached_property
+    def reconcile(self) -> ReconcileService:
+        from agentdb.reconcile.service import ReconcileService
+        from agentdb.store.reconcile import ReconcileStore
+
+        return ReconcileService(self.store, ReconcileStore(self.store.db), self.provider, self.lifecycle, self.settings)
+
+    @cached_property
+    def key_rotation(self) -> KeyRotation:
+        from agentdb.crypto.rotation import KeyRotation
+        from agentdb.store.reconcile import ReconcileStore
+
+        return KeyRotation(ReconcileStore(self.store.db), self.keyring)
+
+    @cached_property
+    def explorer(self) -> ExplorerService:
+        from agentdb.explorer.service import ExplorerService
+
+        return ExplorerService(self.tools, self.keyring)
 
 
 @lru_cache(maxsize=1)

@@ -56,6 +56,10 @@ def register_error_handlers(app: APIGatewayHttpResolver) -> None:
     def _invalid(exc: RequestValidationError) -> Response[str]:
         return error_response(400, "invalid_input", _validation_message(exc))
 
+    @app.exception_handler(UnicodeDecodeError)
+    def _undecodable(exc: UnicodeDecodeError) -> Response[str]:
+        return error_response(400, "invalid_input", "request body is not valid UTF-8")
+
     @app.exception_handler(NotFoundError)
     def _no_route(exc: NotFoundError) -> Response[str]:
         return error_response(404, "not_found", "no such route")

@@ -9,7 +9,7 @@ event arriving late (out-of-order delivery) is ignored instead of resurrecting t
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -148,8 +148,8 @@ class LifecycleService:
 
     def set_custom_budget(self, user_id: str, cents: int | None) -> Outcome:
         user_id = validate_id(user_id, "userId")
-        if cents is not None and (isinstance(cents, bool) or not isinstance(cents, int) or cents < 0):
-            raise InvalidInput("customBudgetCents must be a non-negative integer or null")
+        if cents is not None and (isinstance(cents, bool) or not isinstance(cents, int) or not 0 <= cents <= 2**31 - 1):
+            raise InvalidInput("customBudgetCents must be an integer from 0 to 2147483647, or null")
         if not self.store.set_custom_budget(user_id, cents):
             raise NotFound(f"user {user_id!r} not found")
         data: dict[str, Any] = {"userId": user_id, "customBudgetCents": cents, "limitCents": self._limit(user_id)}
@@ -318,11 +318,56 @@ class LifecycleService:
         logger.info("tenant database deleted", extra={"tenant": tenant.context_key})
         return False
 
+    # Repair (reconciliation) ------------------------------------------------------------------------
+    def repair_database(
+        self, tenant: Tenant, *, still_needed: Callable[[], bool], lock_wait_seconds: float | None = None
+    ) -> Outcome:
+        """Finish or redo the work on a tenant database with this service's own operations (the reconciler:
+        a record stuck in provisioning or deleting, failed, or whose database went missing).
+
+        Runs under the tenant lock, so never alongside a live lifecycle event, and only if ``still_needed()``
+        (called under the lock; it may also make the transition, e.g. ready -> failed) says the drift the
+        caller saw is still there. A tenant that is gone (tombstoned) or a deleting record is deleted; any
+        other is provisioned (the provider finds what an earlier attempt made). If that fails the record is
+        kept as ``failed`` so that the next run tries again, and the error propagates.
+        """
+        with self._tenant_lock(tenant, lock_wait_seconds):
+            if not still_needed():
+                return Outcome("ignored", {"tenant": tenant.context_key, "reason": "changed meanwhile"})
+            record = self.store.get_database(tenant)
+            if record is None or record.ownership_type != "platform":
+                return Outcome("ignored", {"tenant": tenant.context_key, "reason": "no platform database"})
+            if record.status == "deleting" or not self._tenant_live(tenant):
+                self._delete_database(tenant)
+                return Outcome("deleted", {"tenant": tenant.context_key})
+            try:
+                record, _ = self._ensure_database(tenant)
+            except Exception as exc:
+                if self.store.get_database(tenant) is None:  # _ensure_database dropped it: keep it, failed
+                    self.store.insert_database(tenant, self.provider.name)
+                    detail = f"reconciliation could not provision: {_code(exc)}"
+                    self.store.set_database_status(tenant, "failed", detail)
+                raise
+            return Outcome("created", {"tenant": tenant.context_key, "database": database_view(record)})
+
+    def _tenant_live(self, tenant: Tenant) -> bool:
+        """The user, or the workspace and its owner, exist and are not deleted."""
+        if tenant.kind == "global":
+            user = self.store.get_user(tenant.id)
+            return user is not None and user.deleted_at is None
+        workspace = self.store.get_workspace(tenant.id)
+        if workspace is None or workspace.deleted_at is not None:
+            return False
+        owner = self.store.get_user(workspace.owner_user_id) if workspace.owner_user_id else None
+        return owner is None or owner.deleted_at is None
+
     @contextmanager
-    def _tenant_lock(self, tenant: Tenant) -> Iterator[None]:
-        """Serialise work on one tenant across Lambdas; waits up to PROVISION_LOCK_WAIT_SECONDS."""
+    def _tenant_lock(self, tenant: Tenant, wait_seconds: float | None = None) -> Iterator[None]:
+        """Serialise work on one tenant across Lambdas; waits up to ``wait_seconds`` (default
+        PROVISION_LOCK_WAIT_SECONDS)."""
         namespace = TENANT_LOCK_NAMESPACE[tenant.kind]
-        with self.store.advisory_lock(namespace, tenant.id, self.settings.provision_lock_wait_seconds) as locked:
+        wait = self.settings.provision_lock_wait_seconds if wait_seconds is None else wait_seconds
+        with self.store.advisory_lock(namespace, tenant.id, wait) as locked:
             if not locked:
                 raise Conflict(
                     f"another request is still provisioning or deleting this {tenant.kind} database; retry shortly",

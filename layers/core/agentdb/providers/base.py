@@ -59,11 +59,18 @@ class ProvisionedDatabase:
 
 @dataclass(frozen=True)
 class ManagedDatabase:
-    """A database the provider holds under our name prefix (for reconciliation)."""
+    """A database the provider holds under our name prefix (for reconciliation).
+
+    ``created_at`` is when the provider made it (ISO 8601), None when the provider cannot tell; ``tenant``
+    is the tenant it was made for when the provider can tell for sure (None: unknown). ``kind`` is
+    ``"database"``, or ``"role"`` for a postgres login role left without its database.
+    """
 
     project_id: str
     name: str
     created_at: str | None = None
+    tenant: Tenant | None = None
+    kind: Literal["database", "role"] = "database"
 
 
 # Units shared by every provider (one convention, so costs compare across providers):
@@ -146,6 +153,14 @@ class DatabaseProvider(Protocol):
 
     def list_managed(self) -> list[ManagedDatabase]:
         """Every database this provider holds under our prefix (reconciliation)."""
+        ...
+
+    def resource_name(self, tenant: Tenant) -> str:
+        """The name the provider gives the tenant's database (what list_managed reports as ``name``)."""
+        ...
+
+    def delete_managed(self, item: ManagedDatabase) -> None:
+        """Delete exactly what ``item`` names (an orphan: no tenant record). Already gone is done."""
         ...
 
     def consumption(self, project_ids: list[str], start: datetime, end: datetime) -> dict[str, Consumption]:

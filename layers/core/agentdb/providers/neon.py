@@ -924,10 +924,39 @@ class NeonProvider:
         """
         starts = (f"{self._prefix}global-", f"{self._prefix}agent-")
         return [
-            ManagedDatabase(project_id=str(p["id"]), name=str(p["name"]), created_at=p.get("created_at"))
+            ManagedDatabase(
+                project_id=str(p["id"]),
+                name=str(p["name"]),
+                created_at=p.get("created_at"),
+                tenant=self._tenant_of(str(p["name"])),
+            )
             for p in sorted(self.client.iter_projects(search=self._prefix or None), key=_age_key)
             if str(p.get("name", "")).startswith(starts)
         ]
+
+    def _tenant_of(self, name: str) -> Tenant | None:
+        """The tenant a project name was made for; None when the name was shortened (the id is cut)."""
+        for kind, head in (("global", f"{self._prefix}global-"), ("workspace", f"{self._prefix}agent-")):
+            if name.startswith(head) and len(name) > len(head):
+                tenant = Tenant("global" if kind == "global" else "workspace", name[len(head) :])
+                return tenant if self.project_name(tenant) == name else None
+        return None
+
+    def resource_name(self, tenant: Tenant) -> str:
+        return self.project_name(tenant)
+
+    def delete_managed(self, item: ManagedDatabase) -> None:
+        """Delete exactly the project ``item`` names (never others of the same name), after checking that
+        it still carries one of our names."""
+        try:
+            project = self.client.get_project(item.project_id)
+        except NeonNotFound:
+            return
+        name = str(project.get("name", ""))
+        if name != item.name or not name.startswith((f"{self._prefix}global-", f"{self._prefix}agent-")):
+            raise Conflict(f"refusing to delete Neon project {item.project_id}: it is named {name!r}")
+        with suppress(NeonNotFound):
+            self.client.delete_project(item.project_id)
 
     # Consumption ----------------------------------------------------------------------------------
     def consumption(self, project_ids: list[str], start: datetime, end: datetime) -> dict[str, Consumption]:

@@ -10,22 +10,28 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
+import logging
+import re
 import secrets
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from agentdb.errors import UpstreamError, UpstreamUnavailable
+from agentdb.errors import Conflict, UpstreamError, UpstreamUnavailable
 from agentdb.providers.base import (
     BYTES_PER_GB,
     Consumption,
     ManagedDatabase,
     ProvisionedDatabase,
     Tenant,
+    TenantKind,
     as_utc,
     month_fraction,
 )
 from agentdb.store.db import Database
+
+logger = logging.getLogger("agentdb.providers.postgres")
 
 _DUPLICATE_DATABASE = "42P04"
 _DUPLICATE_OBJECT = "42710"
@@ -46,6 +52,37 @@ def scram_sha256_verifier(password: str, *, iterations: int = 4096) -> str:
     server_key = hmac.new(salted, b"Server Key", "sha256").digest()
     b64 = base64.b64encode
     return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored_key).decode()}:{b64(server_key).decode()}"
+
+
+def readonly_role_for(name: str) -> str:
+    """The read-only role of the tenant whose database (and owner role) is ``name``.
+
+    Both come from ``Tenant.safe_identifier``: ``<head><readable>_<12 hex>``, at most 63 characters for
+    the database and 60 for the read-only role (plus ``_ro``), so the role keeps the same hash and at
+    most the first 47 characters of the rest.
+    """
+    body, tail = name[:-13], name[-13:]
+    return body[: 60 - len(tail)] + tail + "_ro"
+
+
+def _parse_label(comment: str | None) -> tuple[TenantKind, str, str | None] | None:
+    """(kind, id, created_at) from a database comment written by ``PostgresProvider._label``."""
+    if not comment:
+        return None
+    try:
+        data = json.loads(comment)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("managed_by") != "agentdb":
+        return None
+    kind, tenant_id, created = data.get("kind"), data.get("id"), data.get("created_at")
+    if kind not in ("global", "workspace") or not isinstance(tenant_id, str) or not tenant_id:
+        return None
+    return ("global" if kind == "global" else "workspace"), tenant_id, created if isinstance(created, str) else None
+
+
+def _utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -95,6 +132,7 @@ class PostgresProvider:
             except Exception as exc:
                 if _sqlstate(exc) != _DUPLICATE_DATABASE:
                     raise
+            self._label(dbname, tenant)
             self._run(f"REVOKE ALL ON DATABASE {quote_ident(dbname)} FROM PUBLIC")
             self._run(f"GRANT CONNECT, TEMPORARY ON DATABASE {quote_ident(dbname)} TO {quote_ident(role)}")
             self._run(f"ALTER DATABASE {quote_ident(dbname)} ALLOW_CONNECTIONS true")
@@ -172,11 +210,99 @@ class PostgresProvider:
                 self._run(f"ALTER ROLE {quote_ident(self.readonly_role_name(tenant))} LOGIN")
             self._run(f"ALTER DATABASE {quote_ident(project_id)} ALLOW_CONNECTIONS true")
 
+    def resource_name(self, tenant: Tenant) -> str:
+        return self.database_name(tenant)
+
+    def _label(self, dbname: str, tenant: Tenant) -> None:
+        """Record on the database, once, which tenant it is for and when it was made (reconciliation reads
+        it: the server keeps no creation time of its own). ``format(%I, %L)`` quotes both safely.
+
+        Best effort: a role that may not comment on the database only loses the label (reconciliation then
+        ages the database from when it first sees it as an orphan), never the provisioning.
+        """
+        try:
+            rows = self._run(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = :db", db=dbname
+            )
+            if rows and _parse_label(rows[0][0]) is not None:
+                return
+            label = json.dumps(
+                {"managed_by": "agentdb", "kind": tenant.kind, "id": tenant.id, "created_at": _utc_now_iso()},
+                separators=(",", ":"),
+            )
+            statement = self._run(
+                "SELECT format('COMMENT ON DATABASE %I IS %L', CAST(:db AS text), CAST(:label AS text))",
+                db=dbname,
+                label=label,
+            )
+            self._run(statement[0][0])
+        except Exception as exc:
+            if _sqlstate(exc) is None:  # the connection, not a refusal: let the caller's error mapping decide
+                raise
+            logger.warning("could not label tenant database %s (SQLSTATE %s)", dbname, _sqlstate(exc))
+
+    def _kind_patterns(self) -> tuple[str, str]:
+        """LIKE patterns of our two name heads (``<prefix>g_`` / ``<prefix>w_``, as Tenant.safe_identifier)."""
+        head = self._name_prefix().replace("_", r"\_")
+        return head + r"g\_%", head + r"w\_%"
+
+    def _is_ours(self, name: str) -> bool:
+        """Our names end in ``_<12 hex>`` (the id's hash); anything else under the prefix is left alone."""
+        prefix = re.escape(self._name_prefix())
+        return re.fullmatch(prefix + r"[gw]_[a-z0-9_]*_[0-9a-f]{12}", name) is not None
+
     def list_managed(self) -> list[ManagedDatabase]:
-        pattern = self._name_prefix().replace("_", r"\_") + "%"
+        """Tenant databases, and login roles left without one, under our prefix.
+
+        Each database carries its tenant and creation time in its comment (``_label``), trusted only
+        when the tenant's name really is this database's name. Databases made before labels existed,
+        and bare roles, have no known creation time (None): the reconciler then counts an orphan's age
+        from when it first saw it.
+        """
+        pg, pw = self._kind_patterns()
         with self._errors("list tenant databases"):
-            rows = self._run("SELECT datname FROM pg_database WHERE datname LIKE :p ORDER BY datname", p=pattern)
-        return [ManagedDatabase(project_id=r[0], name=r[0]) for r in rows]
+            dbs = self._run(
+                "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database"
+                " WHERE datname LIKE :g OR datname LIKE :w ORDER BY datname",
+                g=pg,
+                w=pw,
+            )
+            roles = self._run(
+                "SELECT rolname FROM pg_roles WHERE rolname LIKE :g OR rolname LIKE :w ORDER BY rolname", g=pg, w=pw
+            )
+        items: dict[str, ManagedDatabase] = {}
+        for name, comment in dbs:
+            if not self._is_ours(name):
+                continue
+            label = _parse_label(comment)
+            tenant = Tenant(label[0], label[1]) if label else None
+            if tenant is not None and self.database_name(tenant) != name:
+                tenant = None
+            items[name] = ManagedDatabase(
+                project_id=name, name=name, created_at=label[2] if label and tenant else None, tenant=tenant
+            )
+        names = [r[0] for r in roles]
+        for role in names:  # owner roles left without their database
+            if not role.endswith("_ro") and self._is_ours(role) and role not in items:
+                items[role] = ManagedDatabase(project_id=role, name=role, kind="role")
+        covered = {readonly_role_for(name) for name in items}
+        for role in names:  # read-only roles whose owner is gone too
+            if role.endswith("_ro") and self._is_ours(role[:-3]) and role not in covered:
+                items[role] = ManagedDatabase(project_id=role, name=role, kind="role")
+        return sorted(items.values(), key=lambda m: m.name)
+
+    def delete_managed(self, item: ManagedDatabase) -> None:
+        """Drop the database ``item`` names and its owner and read-only roles (derived from the name)."""
+        name = item.project_id
+        base = name[:-3] if item.kind == "role" and name.endswith("_ro") else name
+        if not self._is_ours(base):
+            raise Conflict(f"refusing to delete {name!r}: not a tenant database name of this deployment")
+        with self._errors("delete an orphaned tenant database"):
+            if item.kind == "database":
+                self._run(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+            if base == name:
+                self._run(f"DROP ROLE IF EXISTS {quote_ident(readonly_role_for(name))}")
+            self._run(f"DROP ROLE IF EXISTS {quote_ident(name)}")
 
     def list_managed_roles(self) -> list[str]:
         pattern = self._name_prefix().replace("_", r"\_") + "%"

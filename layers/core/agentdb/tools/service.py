@@ -151,6 +151,11 @@ class ToolService:
             raise InvalidInput(f"{tool_name}: {where}: {first['msg']}", code="invalid_arguments") from None
         return spec.name, parsed.model_dump(by_alias=True, exclude_none=True)  # type: ignore[return-value]
 
+    def authorize(self, user_id: str, workspace_id: str) -> Grant:
+        """The caller's grant on a workspace as a tool call gets it (404 for strangers), for a route that runs
+        no statement (the explorer's connection facts): not counted against the rate limits, not audited."""
+        return self._authorize(user_id, workspace_id)
+
     def _authorize(self, user_id: str, workspace_id: str | None, *, count: bool = False) -> Grant:
         """One control-plane query: membership, routing, budgets and, for a call (``count``), the rate limits."""
         if workspace_id is not None and (not workspace_id or len(workspace_id) > 128):
