@@ -301,6 +301,7 @@ def test_malformed_json_rpc_is_answered_with_json_rpc_errors(stack: Stack, serve
     no_workspace = post(stack, json.dumps({"jsonrpc": "2.0", "id": 4, "method": "ping"}), query="")
     assert no_workspace.status_code == 400 and "workspaceId" in no_workspace.json()["error"]["message"]
 
+
 def test_many_sequential_calls_in_one_warm_container(stack: Stack, server: ServerInspector) -> None:
     setup_tenants(stack)
     start = last_audit_id()
