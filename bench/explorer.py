@@ -30,19 +30,13 @@ def run() -> dict[str, Any]:
     import pg8000.native
 
     from agentdb.container import get_services
-    from agentdb.crypto import connection_uri_context
     from agentdb.pgurl import parse_pg_url
-    from agentdb.providers.base import Tenant
-    from bench.stack import local_stack
+    from bench.stack import local_stack, provision_workspace
     from tests.lambda_harness import FakeLambdaContext, http_event, load_function
 
     with local_stack(RATE_LIMIT_PER_USER="0", RATE_LIMIT_PER_WORKSPACE="0"):
         services = get_services()
-        services.lifecycle.create_user("bench-user")
-        services.lifecycle.create_workspace("bench-ws", "bench-user")
-        record = services.store.get_database(Tenant("workspace", "bench-ws"))
-        assert record is not None and record.encrypted_uri
-        uri = services.keyring.decrypt(record.encrypted_uri, connection_uri_context("workspace:bench-ws"))
+        uri = provision_workspace()
         raw = pg8000.native.Connection(**parse_pg_url(uri).connect_kwargs())
         raw.run("CREATE TABLE items (id int PRIMARY KEY, label text NOT NULL, score int)")
         raw.run(f"INSERT INTO items SELECT g, 'item ' || g, g % 97 FROM generate_series(1, {TABLE_ROWS}) g")

@@ -33,15 +33,14 @@ def _mcp_event(message: dict[str, Any], user: str, workspace: str) -> dict[str, 
 
 def latency() -> dict[str, Any]:
     from agentdb.container import get_services
-    from bench.stack import local_stack
+    from bench.stack import local_stack, provision_workspace
     from tests.lambda_harness import FakeLambdaContext, http_event, load_function
 
     # Limits far above the rounds: the rate limiter still counts every call (its work stays in the path)
     # but never refuses one.
     with local_stack(RATE_LIMIT_PER_USER="1000000", RATE_LIMIT_PER_WORKSPACE="1000000"):
         services = get_services()
-        services.lifecycle.create_user("bench-user")
-        services.lifecycle.create_workspace("bench-ws", "bench-user")
+        provision_workspace()
         endpoint, execute = load_function("mcp_endpoint"), load_function("tool_execute")
         call = {
             "jsonrpc": "2.0",

@@ -58,3 +58,18 @@ def local_stack(**extra_env: str) -> Iterator[BenchStack]:
         get_settings.cache_clear()
         get_services.cache_clear()
         server.destroy()
+
+
+def provision_workspace(user_id: str = "bench-user", workspace_id: str = "bench-ws") -> str:
+    """A user and a workspace on the running local stack; returns the workspace database's URI."""
+    from agentdb.container import get_services
+    from agentdb.crypto import connection_uri_context
+    from agentdb.providers.base import Tenant
+
+    services = get_services()
+    services.lifecycle.create_user(user_id)
+    services.lifecycle.create_workspace(workspace_id, user_id)
+    tenant = Tenant("workspace", workspace_id)
+    record = services.store.get_database(tenant)
+    assert record is not None and record.encrypted_uri
+    return services.keyring.decrypt(record.encrypted_uri, connection_uri_context(tenant.context_key))

@@ -37,20 +37,14 @@ def latency() -> dict[str, Any]:
     import pg8000.native
 
     from agentdb.container import get_services
-    from agentdb.crypto import connection_uri_context
     from agentdb.pgurl import parse_pg_url
-    from agentdb.providers.base import Tenant
-    from bench.stack import local_stack
+    from bench.stack import local_stack, provision_workspace
     from tests.lambda_harness import FakeLambdaContext, http_event, load_function
 
     # Limits too high to refuse a call, so the counting (part of the access query) is measured too.
     with local_stack(RATE_LIMIT_PER_USER="1000000", RATE_LIMIT_PER_WORKSPACE="1000000"):
         services = get_services()
-        services.lifecycle.create_user("bench-user")
-        services.lifecycle.create_workspace("bench-ws", "bench-user")
-        record = services.store.get_database(Tenant("workspace", "bench-ws"))
-        assert record is not None and record.encrypted_uri
-        uri = services.keyring.decrypt(record.encrypted_uri, connection_uri_context("workspace:bench-ws"))
+        uri = provision_workspace()
         raw = pg8000.native.Connection(**parse_pg_url(uri).connect_kwargs())
         execute, listing = load_function("tool_execute"), load_function("system_tools")
         body = {"serverId": "system:postgres-agent", "toolName": "run_sql", "arguments": {"sql": "SELECT 1"}}
@@ -135,17 +129,11 @@ print(json.dumps({"idle_mib": round(idle, 1), "peak_mib": round(peak, 1), "rows"
 
 def memory() -> dict[str, Any]:
     from agentdb.container import get_services
-    from agentdb.crypto import connection_uri_context
-    from agentdb.providers.base import Tenant
-    from bench.stack import local_stack
+    from bench.stack import local_stack, provision_workspace
 
     with local_stack():
         services = get_services()
-        services.lifecycle.create_user("mem-user")
-        services.lifecycle.create_workspace("mem-ws", "mem-user")
-        record = services.store.get_database(Tenant("workspace", "mem-ws"))
-        assert record is not None and record.encrypted_uri
-        uri = services.keyring.decrypt(record.encrypted_uri, connection_uri_context("workspace:mem-ws"))
+        uri = provision_workspace("mem-user", "mem-ws")
         env = {**os.environ, "PYTHONPATH": f"{REPO / 'layers' / 'core'}:{REPO}"}
         out = subprocess.run(
             [sys.executable, "-c", _MEMORY_PROBE, uri], capture_output=True, text=True, env=env, check=True

@@ -1,12 +1,20 @@
-"""Test helpers that look at the tenant Postgres server directly, as an operator would."""
+"""Test helpers: look at the tenant Postgres server directly, as an operator would; a control plane of a
+test module's own."""
 
 from __future__ import annotations
 
-from typing import Any
+import secrets
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import pg8000.native
 
 from agentdb.pgurl import parse_pg_url
+
+if TYPE_CHECKING:
+    from agentdb.container import Services
 
 
 class ServerInspector:
@@ -38,3 +46,41 @@ class ServerInspector:
 
 def connect(uri: str) -> pg8000.native.Connection:
     return pg8000.native.Connection(**parse_pg_url(uri).connect_kwargs(timeout=10))
+
+
+@contextmanager
+def module_control_plane(pg_admin_url: str, **settings: str) -> Iterator[tuple[Services, ServerInspector]]:
+    """A fresh, migrated control-plane database and a tenant-name prefix of its own, for a test module that
+    provisions its tenants once (provisioning is the slow part). ``settings`` are extra environment
+    settings (``SQL_MAX_ROWS="50"``...). Every tenant database and role is dropped afterwards."""
+    from agentdb.config import load_settings
+    from agentdb.container import Services
+    from agentdb.store.migrate import migrate
+
+    admin = parse_pg_url(pg_admin_url)
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    prefix = f"t{uuid.uuid4().hex[:8]}-"
+    conn = pg8000.native.Connection(**admin.connect_kwargs())
+    conn.run(f'CREATE DATABASE "{name}"')
+    cp_url = admin.with_credentials(admin.user, admin.password or "", name)
+    migrate(cp_url)
+    env = {
+        "DATABASE_URL": cp_url,
+        "POSTGRES_ADMIN_URL": pg_admin_url,
+        "LOCAL_ENCRYPTION_KEY": secrets.token_hex(32),
+        "TENANT_NAME_PREFIX": prefix,
+        **settings,
+    }
+    services = Services(load_settings(env))
+    inspector = ServerInspector(pg_admin_url, prefix)
+    try:
+        yield services, inspector
+    finally:
+        if "tool_backend" in services.__dict__:
+            services.tool_backend.close()  # type: ignore[attr-defined]
+        services.store.db.close()
+        if "provider" in services.__dict__:
+            services.provider._admin.close()  # type: ignore[attr-defined]
+        inspector.drop_all()
+        conn.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()

@@ -5,15 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import secrets
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import pg8000.native
 import pytest
 
-from agentdb.config import load_settings
 from agentdb.container import Services
 from agentdb.crypto import connection_uri_context
 from agentdb.errors import BudgetExceeded, Forbidden, InvalidInput, NotFound, RateLimited
@@ -21,9 +17,8 @@ from agentdb.explorer.models import QueryRequest
 from agentdb.explorer.service import Scope, SqlFailed
 from agentdb.pgurl import parse_pg_url
 from agentdb.providers.base import Tenant
-from agentdb.store.migrate import migrate
 from agentdb.tools.catalog import AGENT_SERVER, GLOBAL_SERVER
-from tests.support import ServerInspector
+from tests.support import module_control_plane
 
 ROWS = 2503  # thousands of rows, and not a multiple of any page size used below
 
@@ -31,48 +26,29 @@ ROWS = 2503  # thousands of rows, and not a multiple of any page size used below
 @pytest.fixture(scope="module")
 def env(pg_admin_url: str) -> Iterator[Services]:
     """One set of tenants for the module (provisioning is the slow part)."""
-    admin = parse_pg_url(pg_admin_url)
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    prefix = f"t{uuid.uuid4().hex[:8]}-"
-    conn = pg8000.native.Connection(**admin.connect_kwargs())
-    conn.run(f'CREATE DATABASE "{name}"')
-    cp_url = admin.with_credentials(admin.user, admin.password or "", name)
-    migrate(cp_url)
-    settings = load_settings(
-        {
-            "DATABASE_URL": cp_url,
-            "POSTGRES_ADMIN_URL": pg_admin_url,
-            "LOCAL_ENCRYPTION_KEY": secrets.token_hex(32),
-            "TENANT_NAME_PREFIX": prefix,
-            "SQL_STATEMENT_TIMEOUT_MS": "10000",
-            "SQL_MAX_ROWS": "1000",
-            "SQL_MAX_RESULT_BYTES": "65536",
-            "RATE_LIMIT_PER_USER": "0",
-            "RATE_LIMIT_PER_WORKSPACE": "0",
-        }
-    )
-    services = Services(settings)
-    lc = services.lifecycle
-    for user in ("owner", "other", "reader"):
-        lc.create_user(user)
-    lc.create_workspace("ws-a", "owner")
-    lc.create_workspace("ws-other", "other")
-    lc.put_member("ws-a", "reader", "read", create_placeholder=False)
-    sql(services, "CREATE TABLE items (id int PRIMARY KEY, label text NOT NULL, score int, note text)")
-    sql(
-        services,
-        "INSERT INTO items SELECT g, 'item ' || g, g % 7, CASE WHEN g % 5 = 0 THEN NULL ELSE repeat('x', g % 40) END"
-        f" FROM generate_series(1, {ROWS}) g",
-    )
-    sql(services, "ANALYZE items")
-    inspector = ServerInspector(pg_admin_url, prefix)
-    yield services
-    services.tools.backend.close()  # type: ignore[attr-defined]
-    services.store.db.close()
-    services.lifecycle.provider._admin.close()  # type: ignore[attr-defined]
-    inspector.drop_all()
-    conn.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
+    settings = {
+        "SQL_STATEMENT_TIMEOUT_MS": "10000",
+        "SQL_MAX_ROWS": "1000",
+        "SQL_MAX_RESULT_BYTES": "65536",
+        "RATE_LIMIT_PER_USER": "0",
+        "RATE_LIMIT_PER_WORKSPACE": "0",
+    }
+    with module_control_plane(pg_admin_url, **settings) as (services, _):
+        lc = services.lifecycle
+        for user in ("owner", "other", "reader"):
+            lc.create_user(user)
+        lc.create_workspace("ws-a", "owner")
+        lc.create_workspace("ws-other", "other")
+        lc.put_member("ws-a", "reader", "read", create_placeholder=False)
+        sql(services, "CREATE TABLE items (id int PRIMARY KEY, label text NOT NULL, score int, note text)")
+        sql(
+            services,
+            "INSERT INTO items SELECT g, 'item ' || g, g % 7,"
+            " CASE WHEN g % 5 = 0 THEN NULL ELSE repeat('x', g % 40) END"
+            f" FROM generate_series(1, {ROWS}) g",
+        )
+        sql(services, "ANALYZE items")
+        yield services
 
 
 @pytest.fixture

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pg8000.native
 import pytest
 
-from agentdb.config import load_settings
 from agentdb.container import Services
 from agentdb.errors import BudgetExceeded, Conflict, Forbidden, InvalidInput, NotFound, RateLimited
 from agentdb.pgurl import parse_pg_url
 from agentdb.providers.base import Tenant
-from agentdb.store.migrate import migrate
 from agentdb.tools.catalog import AGENT_SERVER, GLOBAL_SERVER
-from tests.support import ServerInspector
+from tests.support import ServerInspector, module_control_plane
 
 AGENT, GLOBAL = AGENT_SERVER, GLOBAL_SERVER
 
@@ -27,41 +23,17 @@ AGENT, GLOBAL = AGENT_SERVER, GLOBAL_SERVER
 @pytest.fixture(scope="module")
 def tool_env(pg_admin_url: str) -> Iterator[tuple[Services, ServerInspector]]:
     """One set of tenants for the module (provisioning is the slow part); tests use their own tables."""
-    admin = parse_pg_url(pg_admin_url)
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    prefix = f"t{uuid.uuid4().hex[:8]}-"
-    conn = pg8000.native.Connection(**admin.connect_kwargs())
-    conn.run(f'CREATE DATABASE "{name}"')
-    cp_url = admin.with_credentials(admin.user, admin.password or "", name)
-    migrate(cp_url)
-    settings = load_settings(
-        {
-            "DATABASE_URL": cp_url,
-            "POSTGRES_ADMIN_URL": pg_admin_url,
-            "LOCAL_ENCRYPTION_KEY": secrets.token_hex(32),
-            "TENANT_NAME_PREFIX": prefix,
-            "SQL_STATEMENT_TIMEOUT_MS": "5000",
-            "SQL_MAX_ROWS": "50",
-            "SQL_MAX_RESULT_BYTES": "65536",
-        }
-    )
-    services = Services(settings)
-    lc = services.lifecycle
-    for user in ("owner", "other", "reader"):
-        lc.create_user(user)
-    lc.create_workspace("ws-a", "owner")
-    lc.create_workspace("ws-b", "owner")
-    lc.create_workspace("ws-other", "other")
-    lc.put_member("ws-a", "reader", "read", create_placeholder=False)
-    lc.put_member("ws-a", "writer", "write", create_placeholder=False)
-    inspector = ServerInspector(pg_admin_url, prefix)
-    yield services, inspector
-    services.tools.backend.close()  # type: ignore[attr-defined]
-    services.store.db.close()
-    services.lifecycle.provider._admin.close()  # type: ignore[attr-defined]
-    inspector.drop_all()
-    conn.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
+    limits = {"SQL_STATEMENT_TIMEOUT_MS": "5000", "SQL_MAX_ROWS": "50", "SQL_MAX_RESULT_BYTES": "65536"}
+    with module_control_plane(pg_admin_url, **limits) as (services, inspector):
+        lc = services.lifecycle
+        for user in ("owner", "other", "reader"):
+            lc.create_user(user)
+        lc.create_workspace("ws-a", "owner")
+        lc.create_workspace("ws-b", "owner")
+        lc.create_workspace("ws-other", "other")
+        lc.put_member("ws-a", "reader", "read", create_placeholder=False)
+        lc.put_member("ws-a", "writer", "write", create_placeholder=False)
+        yield services, inspector
 
 
 @pytest.fixture
