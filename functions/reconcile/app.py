@@ -5,6 +5,8 @@ case -> its report).
   reports without acting (``RECONCILE_DRY_RUN=true`` makes that the default).
 * ``{"action": "rotate-keys"}`` (an operator's invocation, README "Key rotation"): KeyRotation.run; optional
   ``"limit"`` (records this run). A run that does not finish in time reports ``complete: false``: invoke again.
+* ``{"action": "prune-audit-log"}`` daily: AuditRetention.run deletes audit rows older than
+  ``AUDIT_LOG_RETENTION_DAYS`` (README "Audit log").
 
 A run that could not repair something raises after logging its report, so the invocation counts as failed
 (retried, then dead-lettered, with an alarm).
@@ -54,4 +56,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             raise InvalidInput("limit must be a positive integer")
         rotation = get_services().key_rotation.run(limit=limit, remaining=_remaining(context))
         return {"action": "rotate-keys", **rotation.to_dict()}
-    raise InvalidInput(f"unknown action {action!r}; use reconcile or rotate-keys")
+    if action == "prune-audit-log":
+        pruned = get_services().audit_retention.run(remaining=_remaining(context))
+        return {"action": "prune-audit-log", **pruned.to_dict()}
+    raise InvalidInput(f"unknown action {action!r}; use reconcile, rotate-keys or prune-audit-log")

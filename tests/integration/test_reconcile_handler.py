@@ -51,7 +51,12 @@ def reconcile(cp_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterat
 
 
 def test_samples_are_the_documented_actions() -> None:
-    assert {p.name for p in EVENTS.glob("*.json")} == {"scheduled-reconcile.json", "dry-run.json", "rotate-keys.json"}
+    assert {p.name for p in EVENTS.glob("*.json")} == {
+        "scheduled-reconcile.json",
+        "dry-run.json",
+        "rotate-keys.json",
+        "scheduled-prune-audit-log.json",
+    }
     assert sample("scheduled-reconcile.json") == {"action": "reconcile"}
     readme = (REPO / "events" / "README.md").read_text(encoding="utf-8")
     assert all(f"`{p.name}`" in readme for p in EVENTS.glob("*.json"))
@@ -121,6 +126,22 @@ def test_rotate_keys_sample(reconcile: ModuleType, server: ServerInspector) -> N
     assert (result["tokens"], result["current"], result["rotated"]) == (2, 2, 0)  # already under the current key
     record = services.store.get_database(Tenant("global", "amy"))
     assert record and parse_token(record.encrypted_uri or "").key_id == services.keyring.current_key_id
+
+
+def test_prune_audit_log_sample(reconcile: ModuleType, server: ServerInspector) -> None:
+    """The daily audit-retention run: rows past AUDIT_LOG_RETENTION_DAYS (default 90) go, newer ones stay."""
+    services = get_services()
+    for days in (200, 91, 89, 0):
+        services.store.db.run(
+            "INSERT INTO tool_audit_log (at, user_id, server_id, tool_name, duration_ms, outcome)"
+            " VALUES (:at, 'amy', 's', 'run_sql', 1, 'ok')",
+            at=datetime.now(UTC) - timedelta(days=days),
+        )
+    result = reconcile.handler(sample("scheduled-prune-audit-log.json"), ScheduledContext())
+    assert result["action"] == "prune-audit-log" and result["retentionDays"] == 90
+    assert (result["deleted"], result["complete"]) == (2, True)
+    left = services.store.db.run("SELECT count(*) FROM tool_audit_log WHERE at > now() - interval '90 days'")
+    assert services.store.db.run("SELECT count(*) FROM tool_audit_log") == left == [[2]]
 
 
 @pytest.mark.parametrize(

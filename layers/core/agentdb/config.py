@@ -67,6 +67,8 @@ class Settings(BaseModel):
     sql_max_result_bytes: int = Field(1048576, alias="SQL_MAX_RESULT_BYTES", gt=0)
     # Rate limits on database operations (tools, explorer, MCP endpoint): calls per fixed window, counted in the
     # control plane so every Lambda shares them; 0 turns a limit off.
+    # Rows of tool_audit_log older than this are pruned by the daily maintenance run; 0 keeps them forever.
+    audit_log_retention_days: int = Field(90, alias="AUDIT_LOG_RETENTION_DAYS", ge=0, le=36500)
     rate_limit_window_seconds: int = Field(60, alias="RATE_LIMIT_WINDOW_SECONDS", ge=1, le=3600)
     rate_limit_per_user: int = Field(1200, alias="RATE_LIMIT_PER_USER", ge=0)
     rate_limit_per_workspace: int = Field(600, alias="RATE_LIMIT_PER_WORKSPACE", ge=0)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from agentdb.providers.base import DatabaseProvider
     from agentdb.reconcile.service import ReconcileService
     from agentdb.store import Store
+    from agentdb.tools.audit import AuditRetention
     from agentdb.tools.backend import ToolBackend
     from agentdb.tools.service import ToolService
 
@@ -174,6 +175,12 @@ class Services:
         from agentdb.store.reconcile import ReconcileStore
 
         return KeyRotation(ReconcileStore(self.store.db), self.keyring)
+
+    @cached_property
+    def audit_retention(self) -> AuditRetention:
+        from agentdb.tools.audit import AuditRetention
+
+        return AuditRetention(self.store, self.settings.audit_log_retention_days)
 
     @cached_property
     def explorer(self) -> ExplorerService:

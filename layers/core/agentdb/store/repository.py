@@ -454,6 +454,16 @@ class Store:
             code=error_code,
         )
 
+    def prune_tool_audit_log(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` audit rows older than ``before``, oldest first; returns how many went."""
+        rows = self.db.run(
+            "DELETE FROM tool_audit_log WHERE id IN"
+            " (SELECT id FROM tool_audit_log WHERE at < :before ORDER BY at LIMIT :limit) RETURNING 1",
+            before=before,
+            limit=limit,
+        )
+        return len(rows)
+
     def set_readonly_uri(self, tenant: Tenant, encrypted_uri: str | None) -> None:
         table, key = _DB_TABLES[tenant.kind]
         self.db.run(
