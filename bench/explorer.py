@@ -29,13 +29,11 @@ def _timed(fn: Any) -> float:
 def run() -> dict[str, Any]:
     import pg8000.native
 
-    from agentdb.container import get_services
     from agentdb.pgurl import parse_pg_url
     from bench.stack import local_stack, provision_workspace
     from tests.lambda_harness import FakeLambdaContext, http_event, load_function
 
     with local_stack(RATE_LIMIT_PER_USER="0", RATE_LIMIT_PER_WORKSPACE="0"):
-        services = get_services()
         uri = provision_workspace()
         raw = pg8000.native.Connection(**parse_pg_url(uri).connect_kwargs())
         raw.run("CREATE TABLE items (id int PRIMARY KEY, label text NOT NULL, score int)")
@@ -76,8 +74,6 @@ def run() -> dict[str, Any]:
             offset_s.append(_timed(lambda: page(deep_offset)))
             cursor_s.append(_timed(lambda: page(deep_cursor)))
         raw.close()
-        services.tools.backend.close()  # type: ignore[attr-defined]
-        services.lifecycle.provider._admin.close()  # type: ignore[attr-defined]
     raw_ms, page_ms = median_ms(raw_s), median_ms(page_s)
     result = {
         "rounds": ROUNDS,

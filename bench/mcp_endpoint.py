@@ -32,14 +32,12 @@ def _mcp_event(message: dict[str, Any], user: str, workspace: str) -> dict[str, 
 
 
 def latency() -> dict[str, Any]:
-    from agentdb.container import get_services
     from bench.stack import local_stack, provision_workspace
     from tests.lambda_harness import FakeLambdaContext, http_event, load_function
 
     # Limits far above the rounds: the rate limiter still counts every call (its work stays in the path)
     # but never refuses one.
     with local_stack(RATE_LIMIT_PER_USER="1000000", RATE_LIMIT_PER_WORKSPACE="1000000"):
-        services = get_services()
         provision_workspace()
         endpoint, execute = load_function("mcp_endpoint"), load_function("tool_execute")
         call = {
@@ -82,8 +80,6 @@ def latency() -> dict[str, Any]:
                 t0 = time.perf_counter()
                 fn()
                 samples.append(time.perf_counter() - t0)
-        services.tools.backend.close()  # type: ignore[attr-defined]
-        services.lifecycle.provider._admin.close()  # type: ignore[attr-defined]
     exec_ms, mcp_ms = median_ms(exec_s), median_ms(mcp_s)
     return {
         "rounds": ROUNDS,

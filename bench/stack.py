@@ -52,8 +52,7 @@ def local_stack(**extra_env: str) -> Iterator[BenchStack]:
         get_settings.cache_clear()
         get_services.cache_clear()
         yield BenchStack(admin_url, cp_url)
-        services = get_services()
-        services.store.db.close()
+        get_services().close()
     finally:
         get_settings.cache_clear()
         get_services.cache_clear()

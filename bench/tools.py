@@ -78,8 +78,6 @@ def latency() -> dict[str, Any]:
             list_s += _timed(call_listing, 1)
         raw.close()
         audit_rows = services.store.db.run("SELECT count(*) FROM tool_audit_log")[0][0]
-        services.tools.backend.close()  # type: ignore[attr-defined]
-        services.lifecycle.provider._admin.close()  # type: ignore[attr-defined]
     raw_ms, exec_ms = median_ms(raw_s), median_ms(exec_s)
     access_ms, list_ms = median_ms(access_s), median_ms(list_s)
     return {
@@ -128,17 +126,14 @@ print(json.dumps({"idle_mib": round(idle, 1), "peak_mib": round(peak, 1), "rows"
 
 
 def memory() -> dict[str, Any]:
-    from agentdb.container import get_services
     from bench.stack import local_stack, provision_workspace
 
     with local_stack():
-        services = get_services()
         uri = provision_workspace("mem-user", "mem-ws")
         env = {**os.environ, "PYTHONPATH": f"{REPO / 'layers' / 'core'}:{REPO}"}
         out = subprocess.run(
             [sys.executable, "-c", _MEMORY_PROBE, uri], capture_output=True, text=True, env=env, check=True
         )
-        services.lifecycle.provider._admin.close()  # type: ignore[attr-defined]
     probe = json.loads(out.stdout.strip().splitlines()[-1])
     above = round(probe["peak_mib"] - probe["idle_mib"], 1)
     return {

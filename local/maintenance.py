@@ -46,9 +46,6 @@ def local_services() -> Iterator[Services]:
     try:
         yield services
     finally:
-        services.store.db.close()
-        admin = getattr(services.__dict__.get("provider"), "_admin", None)
-        if admin is not None:
-            admin.close()
+        services.close()
         if started is not None:
             started.stop()

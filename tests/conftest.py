@@ -6,7 +6,6 @@ import os
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
@@ -94,10 +93,7 @@ def make_services(settings: Settings) -> Iterator[Callable[[], Services]]:
 
     yield factory
     for services in built:
-        services.store.db.close()
-        provider: Any = services.__dict__.get("provider")
-        if provider is not None and hasattr(provider, "_admin"):
-            provider._admin.close()
+        services.close()
 
 
 @pytest.fixture

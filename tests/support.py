@@ -76,11 +76,7 @@ def module_control_plane(pg_admin_url: str, **settings: str) -> Iterator[tuple[S
     try:
         yield services, inspector
     finally:
-        if "tool_backend" in services.__dict__:
-            services.tool_backend.close()  # type: ignore[attr-defined]
-        services.store.db.close()
-        if "provider" in services.__dict__:
-            services.provider._admin.close()  # type: ignore[attr-defined]
+        services.close()
         inspector.drop_all()
         conn.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.close()

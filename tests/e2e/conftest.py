@@ -45,9 +45,6 @@ def stack(cp_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[S
     with httpx.Client(base_url=url, timeout=60) as client:
         yield Stack(url, client, token)
     gateway.stop()
-    services = get_services()
-    services.store.db.close()
-    if "provider" in services.__dict__:
-        services.provider._admin.close()  # type: ignore[attr-defined]
+    get_services().close()
     get_settings.cache_clear()
     get_services.cache_clear()

@@ -414,8 +414,7 @@ def test_explorer_calls_count_against_the_rate_limit(env: Services, pg_admin_url
         assert caught.value.status == 429 and caught.value.retry_after >= 1
     finally:
         limited.store.db.run("DELETE FROM rate_limit_counters")
-        limited.tools.backend.close()  # type: ignore[attr-defined]
-        limited.store.db.close()
+        limited.close()
 
 
 # Connection -------------------------------------------------------------------------------------

@@ -23,12 +23,7 @@ def handlers(cp_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterato
     get_settings.cache_clear()
     get_services.cache_clear()
     yield {"lifecycle": load_function("lifecycle"), "explorer": load_function("explorer")}
-    services = get_services()
-    if "tool_backend" in services.__dict__:
-        services.tool_backend.close()  # type: ignore[attr-defined]
-    services.store.db.close()
-    if "provider" in services.__dict__:
-        services.provider._admin.close()  # type: ignore[attr-defined]
+    get_services().close()
     get_settings.cache_clear()
     get_services.cache_clear()
 

@@ -24,11 +24,7 @@ def functions(cp_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterat
     get_settings.cache_clear()
     get_services.cache_clear()
     yield load_function("lifecycle"), load_function("mcp_endpoint")
-    services = get_services()
-    services.tools.backend.close()  # type: ignore[attr-defined]
-    services.store.db.close()
-    if "provider" in services.__dict__:
-        services.provider._admin.close()  # type: ignore[attr-defined]
+    get_services().close()
     get_settings.cache_clear()
     get_services.cache_clear()
 

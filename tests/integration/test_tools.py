@@ -456,8 +456,7 @@ def limited(tool_env: tuple[Services, ServerInspector]) -> Iterator[Services]:
     base.store.db.run("DELETE FROM rate_limit_counters")
     services.tools.clock = lambda: 1_800_000_030.0  # 30 s into a 60 s window
     yield services
-    services.tools.backend.close()  # type: ignore[attr-defined]
-    services.store.db.close()
+    services.close()
     base.store.db.run("DELETE FROM rate_limit_counters")
 
 
@@ -525,8 +524,7 @@ def test_concurrent_calls_from_many_containers_share_one_count(
     for t in threads:
         t.join()
     for c in containers:
-        c.tools.backend.close()  # type: ignore[attr-defined]
-        c.store.db.close()
+        c.close()
     assert errors == []
     assert len(allowed) == 10 and len(refused) == 30
     count = base.store.db.run("SELECT count FROM rate_limit_counters WHERE key = 'tools:workspace:ws-b'")

@@ -72,6 +72,15 @@ class Services:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or _current_settings()
 
+    def close(self) -> None:
+        """Close the connections built so far (tests, benchmarks and local tools; a Lambda container keeps
+        them for its life)."""
+        for built in ("tool_backend", "provider"):
+            if built in self.__dict__:
+                self.__dict__[built].close()
+        if "store" in self.__dict__:
+            self.store.db.close()
+
     @cached_property
     def store(self) -> Store:
         from agentdb.store import Database, Store

@@ -131,6 +131,10 @@ class Consumption:
 class DatabaseProvider(Protocol):
     name: str
 
+    def close(self) -> None:
+        """Close the connection or HTTP client it keeps."""
+        ...
+
     def create(self, tenant: Tenant) -> ProvisionedDatabase:
         """Create (or find, if an earlier attempt made it) the tenant's database. Idempotent."""
         ...

@@ -756,6 +756,9 @@ class NeonProvider:
         self._org_id: str | None = settings.neon_org_id or client.org_id
         self._org_looked_up = self._org_id is not None
 
+    def close(self) -> None:
+        self.client.close()
+
     # Names --------------------------------------------------------------------------------------
     def project_name(self, tenant: Tenant) -> str:
         return project_name(tenant, self._prefix)

@@ -98,6 +98,9 @@ class PostgresProvider:
         self._prefix = prefix
         self._lock = threading.Lock()
 
+    def close(self) -> None:
+        self._admin.close()
+
     # Names --------------------------------------------------------------------------------------
     def database_name(self, tenant: Tenant) -> str:
         return tenant.safe_identifier(self._prefix)

@@ -68,3 +68,7 @@ class ToolBackend(Protocol):
     def call(self, target: ToolTarget, tool: ToolName, arguments: dict[str, Any], limits: Limits) -> ToolOutcome:
         """Run one tool call. ``arguments`` are already validated against our own input schema."""
         ...
+
+    def close(self) -> None:
+        """Close the connections or sessions it keeps."""
+        ...
