@@ -8,7 +8,8 @@ for the backend itself failing (tenant server unreachable → UpstreamUnavailabl
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -60,6 +61,22 @@ class ToolOutcome:
     data: Any = None
     error: SqlError | None = None
     statements: list[dict[str, Any]] | None = None  # run_sql_transaction: one entry per statement
+
+
+def fill_capped(outcome: ToolOutcome, rows: Iterable[list[Any]], limits: Limits) -> ToolOutcome:
+    """Append ``rows`` to ``outcome`` until the row cap or the byte cap (each row sized as its JSON text) would
+    be passed, marking it ``truncated`` then; sets ``row_count``. ``rows`` is consumed lazily, so nothing past
+    the cap is built."""
+    used = 0
+    for values in rows:
+        size = len(json.dumps(values, default=str))
+        if len(outcome.rows) >= limits.max_rows or used + size > limits.max_result_bytes:
+            outcome.truncated = True
+            break
+        outcome.rows.append(values)
+        used += size
+    outcome.row_count = len(outcome.rows)
+    return outcome
 
 
 class ToolBackend(Protocol):

@@ -20,12 +20,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from agentdb.errors import UpstreamUnavailable
 from agentdb.pgurl import parse_pg_url
-from agentdb.tools.backend import Limits, SqlError, ToolName, ToolOutcome, ToolTarget
+from agentdb.tools.backend import Limits, SqlError, ToolName, ToolOutcome, ToolTarget, fill_capped
 from agentdb.tools.sqlguard import StatementKind, classify
 
 if TYPE_CHECKING:
@@ -60,10 +60,10 @@ class DirectBackend:
                 return self._statements(target, list(arguments["sqlStatements"]), limits, read_only, single=False)
             if tool == "list_tables":
                 return self._transaction(
-                    target, limits, True, lambda c: (_list_tables(c, arguments.get("schema")), False)
+                    target, limits, True, lambda c, _: (_list_tables(c, arguments.get("schema")), False)
                 )
             return self._transaction(
-                target, limits, True, lambda c: (_describe_table(c, arguments["tableName"]), False)
+                target, limits, True, lambda c, _: (_describe_table(c, arguments["tableName"]), False)
             )
         except _SqlFailure as failure:
             return ToolOutcome(error=failure.error)
@@ -82,11 +82,11 @@ class DirectBackend:
 
         end = "ROLLBACK" if read_only else "COMMIT"
 
-        def body(conn: pg8000.native.Connection, begin: str) -> tuple[ToolOutcome, bool]:
+        def body(conn: pg8000.native.Connection, begin: str | None) -> tuple[ToolOutcome, bool]:
             results, ended = [], False
             for index, statement in enumerate(statements):
                 # The first statement travels with BEGIN and the timeouts; each later one gets them again.
-                prefix = begin if index == 0 else _timeouts_sql(limits)
+                prefix = begin if index == 0 and begin else _timeouts_sql(limits)
                 last_one = index == len(statements) - 1
                 outcome, ended = _execute(
                     conn, statement, limits, wrap=index not in direct, prefix=prefix, end=end if last_one else None
@@ -109,38 +109,19 @@ class DirectBackend:
             return self._transaction(target, limits, read_only, body, begin_in_body=True)
 
     # Transactions and connections ------------------------------------------------------------------
-    @overload
     def _transaction(
         self,
         target: ToolTarget,
         limits: Limits,
         read_only: bool,
-        body: Callable[[pg8000.native.Connection], tuple[T, bool]],
-    ) -> T: ...
-
-    @overload
-    def _transaction(
-        self,
-        target: ToolTarget,
-        limits: Limits,
-        read_only: bool,
-        body: Callable[[pg8000.native.Connection, str], tuple[T, bool]],
-        *,
-        begin_in_body: Literal[True],
-    ) -> T: ...
-
-    def _transaction(
-        self,
-        target: ToolTarget,
-        limits: Limits,
-        read_only: bool,
-        body: Callable[..., tuple[T, bool]],
+        body: Callable[[pg8000.native.Connection, str | None], tuple[T, bool]],
         *,
         begin_in_body: bool = False,
     ) -> T:
         """Run ``body`` in one transaction. The body returns (result, ended): ended when it sent the
         COMMIT/ROLLBACK itself, in the same round trip as its last statement. With ``begin_in_body`` the
-        body is handed the BEGIN (and timeouts) to send with its first statement, saving a round trip."""
+        body is handed the BEGIN (and timeouts) to send with its first statement, saving a round trip;
+        otherwise BEGIN has been sent and it is handed None."""
         import pg8000.exceptions
 
         # BEGIN and the timeouts travel in one round trip (simple query protocol, no parameters).
@@ -155,7 +136,7 @@ class DirectBackend:
                 conn = self._connection(target, limits)
                 conn.run(begin)
         try:
-            result, ended = body(conn, begin) if begin_in_body else body(conn)
+            result, ended = body(conn, begin if begin_in_body else None)
             if not ended:
                 conn.run("ROLLBACK" if read_only else "COMMIT")
             return result
@@ -364,17 +345,7 @@ def _plain(conn: pg8000.native.Connection, statement: str, limits: Limits) -> To
         outcome.row_count = conn.row_count if conn.row_count and conn.row_count > 0 else 0
         return outcome
     outcome.columns = [c["name"] for c in (conn.columns or [])]
-    used = 0
-    for row in rows:
-        values = [to_jsonable(v) for v in row]
-        size = len(json.dumps(values, default=str))
-        if len(outcome.rows) >= limits.max_rows or used + size > limits.max_result_bytes:
-            outcome.truncated = True
-            break
-        outcome.rows.append(values)
-        used += size
-    outcome.row_count = len(outcome.rows)
-    return outcome
+    return fill_capped(outcome, ([to_jsonable(v) for v in row] for row in rows), limits)
 
 
 def to_jsonable(value: Any) -> Any:

@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from agentdb.errors import AgentDBError, ConfigError, UpstreamError, UpstreamUnavailable
-from agentdb.tools.backend import Limits, SqlError, ToolName, ToolOutcome, ToolTarget
+from agentdb.tools.backend import Limits, SqlError, ToolName, ToolOutcome, ToolTarget, fill_capped
 
 if TYPE_CHECKING:  # asyncio and ssl too: importing this module stays cheap when the backend is not used
     import asyncio
@@ -738,21 +738,16 @@ def _json(text: str) -> Any:
 
 def _table(rows: list[Any], limits: Limits) -> ToolOutcome:
     outcome = ToolOutcome()
-    used = 0
-    for row in rows:
-        if not isinstance(row, dict):
-            row = {"value": row}
-        if not outcome.columns:
-            outcome.columns = list(row)
-        values = [row.get(column) for column in outcome.columns]
-        size = len(json.dumps(values, default=str))
-        if len(outcome.rows) >= limits.max_rows or used + size > limits.max_result_bytes:
-            outcome.truncated = True
-            break
-        outcome.rows.append(values)
-        used += size
-    outcome.row_count = len(outcome.rows)
-    return outcome
+
+    def values() -> Iterator[list[Any]]:
+        for row in rows:
+            if not isinstance(row, dict):
+                row = {"value": row}
+            if not outcome.columns:  # the first row names the columns
+                outcome.columns = list(row)
+            yield [row.get(column) for column in outcome.columns]
+
+    return fill_capped(outcome, values(), limits)
 
 
 def _tables(body: Any, schema: str | None) -> ToolOutcome:
