@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from agentdb.config import Settings, load_settings
-from agentdb.container import Services
+from agentdb.config import Settings, get_settings, load_settings
+from agentdb.container import Services, get_services
 from agentdb.store.migrate import migrate
 from tests.support import ServerInspector
 
@@ -74,6 +74,21 @@ def cp_env(scratch_database: str, pg_admin_url: str, tenant_prefix: str) -> dict
         "TENANT_NAME_PREFIX": tenant_prefix,
         "PROVISION_LOCK_WAIT_SECONDS": "10",
     }
+
+
+@pytest.fixture
+def function_env(cp_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """``cp_env`` as the process environment, the way a Lambda function gets its configuration: the cached
+    settings and services are rebuilt from it on first use (set more with ``monkeypatch.setenv`` before
+    that) and closed afterwards."""
+    for key, value in cp_env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    get_services.cache_clear()
+    yield cp_env
+    get_services().close()
+    get_settings.cache_clear()
+    get_services.cache_clear()
 
 
 @pytest.fixture

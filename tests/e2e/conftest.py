@@ -9,8 +9,6 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from agentdb.config import get_settings
-from agentdb.container import get_services
 from local.gateway import LocalGateway
 from local.token import mint_token
 from tests.lambda_harness import REPO
@@ -30,12 +28,10 @@ class Stack:
 
 
 @pytest.fixture
-def stack(cp_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+def stack(function_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     jwt_secret = secrets.token_urlsafe(32)
-    for key, value in {**cp_env, "LOCAL_JWT_SECRET": jwt_secret, "POWERTOOLS_TRACE_DISABLED": "true"}.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    get_services.cache_clear()
+    monkeypatch.setenv("LOCAL_JWT_SECRET", jwt_secret)
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     gateway = LocalGateway(REPO / "template.yaml", jwt_secret=jwt_secret, repo_root=REPO)
     url = gateway.start()
 
@@ -45,6 +41,3 @@ def stack(cp_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[S
     with httpx.Client(base_url=url, timeout=60) as client:
         yield Stack(url, client, token)
     gateway.stop()
-    get_services().close()
-    get_settings.cache_clear()
-    get_services.cache_clear()

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from agentdb.config import get_settings
 from agentdb.container import get_services
 from tests.lambda_harness import REPO, FakeLambdaContext, http_event, load_function
 from tests.support import ServerInspector
@@ -17,15 +15,8 @@ SAMPLES = REPO / "events" / "explorer"
 
 
 @pytest.fixture
-def handlers(cp_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    for key, value in cp_env.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    get_services.cache_clear()
-    yield {"lifecycle": load_function("lifecycle"), "explorer": load_function("explorer")}
-    get_services().close()
-    get_settings.cache_clear()
-    get_services.cache_clear()
+def handlers(function_env: dict[str, str]) -> dict[str, Any]:
+    return {"lifecycle": load_function("lifecycle"), "explorer": load_function("explorer")}
 
 
 def invoke(fn: Any, event: dict[str, Any]) -> tuple[int, dict[str, str], str]:

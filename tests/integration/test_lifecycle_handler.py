@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,15 +18,8 @@ from tests.support import ServerInspector
 
 
 @pytest.fixture
-def lifecycle(cp_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    for key, value in cp_env.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    get_services.cache_clear()
-    yield load_function("lifecycle")
-    get_services().close()
-    get_settings.cache_clear()
-    get_services.cache_clear()
+def lifecycle(function_env: dict[str, str]) -> ModuleType:
+    return load_function("lifecycle")
 
 
 def call(fn: ModuleType, event: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from agentdb.config import get_settings
 from agentdb.container import get_services
 from tests.lambda_harness import REPO, FakeLambdaContext, load_function
 from tests.support import ServerInspector
@@ -18,15 +16,8 @@ SAMPLES = REPO / "events" / "mcp_endpoint"
 
 
 @pytest.fixture
-def functions(cp_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleType, ModuleType]]:
-    for key, value in cp_env.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    get_services.cache_clear()
-    yield load_function("lifecycle"), load_function("mcp_endpoint")
-    get_services().close()
-    get_settings.cache_clear()
-    get_services.cache_clear()
+def functions(function_env: dict[str, str]) -> tuple[ModuleType, ModuleType]:
+    return load_function("lifecycle"), load_function("mcp_endpoint")
 
 
 def sample(name: str) -> dict[str, Any]:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from agentdb.config import get_settings
 from agentdb.container import get_services
 from agentdb.crypto import parse_token
 from agentdb.errors import InvalidInput
@@ -35,16 +33,9 @@ def sample(name: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def reconcile(cp_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    for key, value in cp_env.items():
-        monkeypatch.setenv(key, value)
+def reconcile(function_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setenv("RECONCILE_GRACE_SECONDS", "0")
-    get_settings.cache_clear()
-    get_services.cache_clear()
-    yield load_function("reconcile")
-    get_services().close()
-    get_settings.cache_clear()
-    get_services.cache_clear()
+    return load_function("reconcile")
 
 
 def test_samples_are_the_documented_actions() -> None:
